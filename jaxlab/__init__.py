@@ -1,0 +1,1 @@
+"""jaxlab: JAX research codebase for optimizer and sparsity scaling-law studies."""

@@ -1,0 +1,1 @@
+"""Pallas kernels for jaxlab: one folder per kernel (kernel.py, reference.py, ops.py)."""
