@@ -1,0 +1,97 @@
+"""Model configuration: one frozen dataclass, configurable from gin."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gin
+import jax.numpy as jnp
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A decoder-only transformer LM.
+
+    Attributes:
+      vocab_size: tokens in the vocabulary (256 for byte-level text).
+      d_model: residual width D.
+      n_layers: number of transformer blocks L.
+      n_heads: query heads H.
+      n_kv_heads: key/value heads K (grouped-query attention when K < H); None means H.
+      head_dim: per-head width; None means D // H.
+      d_ff: SwiGLU hidden width F; None means 8/3 D rounded up to a multiple of 32.
+      max_seq_len: longest sequence the rotary tables and config support.
+      rope_theta: rotary base frequency.
+      qk_norm: RMSNorm over head_dim on queries and keys (arXiv 2302.05442).
+      tie_embeddings: reuse the input embedding as the output head.
+      scan_layers: stack block parameters as ``(L, ...)`` and run the blocks in a
+        ``lax.scan``, so compile time does not grow with depth.
+      remat: rematerialise each block in the backward pass (less memory, ~1/3 more compute).
+      param_dtype, compute_dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+      norm_eps: RMSNorm epsilon.
+      embed_init_std: std of the embedding initialiser.
+    """
+
+    vocab_size: int = 256
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int | None = None
+    head_dim: int | None = None
+    d_ff: int | None = None
+    max_seq_len: int = 512
+    rope_theta: float = 10_000.0
+    qk_norm: bool = False
+    tie_embeddings: bool = True
+    scan_layers: bool = True
+    remat: bool = False
+    param_dtype: str = "float32"
+    compute_dtype: str = "float32"
+    norm_eps: float = 1e-6
+    embed_init_std: float = 1.0
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_kv_heads is not None and (
+            self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads
+        ):
+            raise ValueError(
+                f"ModelConfig.n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}"
+            )
+        if self.head_dim is None and self.d_model % self.n_heads:
+            raise ValueError(
+                f"ModelConfig.d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+                "set head_dim explicitly or choose n_heads dividing d_model"
+            )
+        if self.resolved_head_dim % 2:
+            raise ValueError(f"head_dim must be even for rotary embeddings, got {self.resolved_head_dim}")
+        for name in ("param_dtype", "compute_dtype"):
+            if getattr(self, name) not in _DTYPES:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}; valid: {_DTYPES}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim or self.d_model // self.n_heads
+
+    @property
+    def ff_dim(self) -> int:
+        if self.d_ff is not None:
+            return self.d_ff
+        return -(-int(8 * self.d_model / 3) // 32) * 32
+
+    @property
+    def param_jnp_dtype(self):
+        return jnp.dtype(self.param_dtype)
+
+    @property
+    def compute_jnp_dtype(self):
+        return jnp.dtype(self.compute_dtype)

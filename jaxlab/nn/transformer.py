@@ -1,0 +1,101 @@
+"""Decoder-only transformer LM in Flax NNX (pre-norm, RoPE, GQA, SwiGLU)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxlab.nn.attention import Attention
+from jaxlab.nn.config import ModelConfig
+from jaxlab.nn.layers import DenseGeneral, Embedding, RMSNorm
+from jaxlab.nn.mlp import SwiGLU
+from jaxlab.nn.rope import rope_tables
+
+
+class Block(nnx.Module):
+    """``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        pd = cfg.param_jnp_dtype
+        self.attn_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=pd)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=pd)
+        self.mlp = SwiGLU(cfg, rngs=rngs)
+
+    def __call__(self, x_BxTxD, sin, cos):
+        x = x_BxTxD + self.attn(self.attn_norm(x_BxTxD), sin, cos)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
+    """One ``Block`` whose parameters are stacked ``(L, ...)`` with a leading ``layers`` axis."""
+
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make(r):
+        return Block(cfg, rngs=r)
+
+    blocks = make(rngs.fork(split=cfg.n_layers))
+    for _, v in nnx.iter_graph(blocks):
+        if isinstance(v, nnx.Param):
+            v.set_metadata(logical_axes=("layers",) + tuple(v.get_metadata()["logical_axes"]))
+    return blocks
+
+
+class TransformerLM(nnx.Module):
+    """Byte- or token-level causal LM: ``tokens (B, T) int32 -> logits (B, T, V)``.
+
+    With ``cfg.scan_layers`` the blocks' parameters are stacked ``(L, ...)`` and applied
+    by ``jax.lax.scan``; otherwise they are an ``nnx.List`` of ``L`` blocks.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        pd = cfg.param_jnp_dtype
+        self.embed = Embedding(cfg.vocab_size, cfg.d_model, rngs=rngs,
+                               init_std=cfg.embed_init_std, param_dtype=pd)
+        if cfg.scan_layers:
+            self.blocks = _stacked_blocks(cfg, rngs)
+        else:
+            self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=pd)
+        if not cfg.tie_embeddings:
+            self.lm_head = DenseGeneral((cfg.d_model,), (cfg.vocab_size,),
+                                        logical_axes=("embed", "vocab"), rngs=rngs,
+                                        param_dtype=pd)
+
+    def __call__(self, tokens_BxT):
+        cfg = self.cfg
+        seq = tokens_BxT.shape[1]
+        if seq > cfg.max_seq_len:
+            raise ValueError(
+                f"sequence length {seq} exceeds the model's max_seq_len={cfg.max_seq_len}; "
+                "raise ModelConfig.max_seq_len or shorten the sequences"
+            )
+        sin, cos = rope_tables(seq, cfg.resolved_head_dim, cfg.rope_theta)
+        x = self.embed(tokens_BxT, cfg.compute_jnp_dtype)
+        if cfg.scan_layers:
+            graphdef, state = nnx.split(self.blocks)
+
+            def body(h, layer_state):
+                return nnx.merge(graphdef, layer_state)(h, sin, cos), None
+
+            if cfg.remat:
+                body = jax.checkpoint(body)
+            x, _ = jax.lax.scan(body, x, state)
+        else:
+            for block in self.blocks:
+                x = (nnx.remat(lambda b, h: b(h, sin, cos)) if cfg.remat
+                     else lambda b, h: b(h, sin, cos))(block, x)
+        x = self.final_norm(x)
+        if cfg.tie_embeddings:
+            return self.embed.attend(x)
+        return self.lm_head(x)
+
+
+def cross_entropy(logits_BxTxV, targets_BxT):
+    """Mean next-token cross-entropy in nats, computed in float32."""
+    logits = logits_BxTxV.astype(jnp.float32)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0]
+    return jnp.mean(lse - picked)

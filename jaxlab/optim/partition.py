@@ -1,0 +1,178 @@
+"""Parameter labelling: which leaves are hidden matrices, embeddings, heads or vectors.
+
+Muon (arXiv 2502.16982) orthogonalises only hidden 2-D weights; the embedding, the output
+head and vector-like parameters (norm gains, biases, scalars) go to AdamW. Getting this
+wrong is the classic trap (optax.contrib.muon sends every 2-D leaf, embeddings included,
+to Muon and every 3-D scan stack to Adam). This module labels every leaf once, from
+metadata where the model provides it and from path patterns and shapes otherwise, and
+records for each matrix which axes are stacked (layers / experts), fan-in and fan-out, so
+a ``(L, D, H, Dh)`` attention kernel is treated as ``L`` matrices of shape ``D x (H Dh)``.
+
+Works on ``nnx.State`` (leaves wrapped in ``nnx.Variable`` with ``logical_axes`` and
+``fan_in_ndim`` metadata, as jaxlab's model makes them) and on plain pytrees of arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+MATRIX, EMBEDDING, HEAD, VECTOR = "matrix", "embedding", "head", "vector"
+LABELS = (MATRIX, EMBEDDING, HEAD, VECTOR)
+
+_STACK_AXES = ("layers", "experts")
+_EMBED_PATTERN = re.compile(r"(^|/)(embed|embedding|embeddings|wte|tok_embeddings|token_embedding)(/|$)")
+_HEAD_PATTERN = re.compile(r"(^|/)(lm_head|head|unembed|output_projection|logits)(/|$)")
+_STACK_PATTERN = re.compile(r"(^|/)(blocks|layers|scan|experts|stack)(/|$)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamInfo:
+    """How the optimizer should see one parameter leaf.
+
+    Attributes:
+      path: ``"/"``-joined tree path, e.g. ``"blocks/attn/q/kernel"``.
+      label: one of :data:`LABELS`.
+      shape: the leaf's shape.
+      batch_ndim: leading stacked axes (scan layers, experts); the rest is one matrix.
+      fan_in_ndim: axes after the batch axes that ``x @ W`` contracts.
+    """
+
+    path: str
+    label: str
+    shape: tuple[int, ...]
+    batch_ndim: int = 0
+    fan_in_ndim: int = 1
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self.shape[: self.batch_ndim]
+
+    @property
+    def fan_in(self) -> int:
+        return math.prod(self.shape[self.batch_ndim: self.batch_ndim + self.fan_in_ndim])
+
+    @property
+    def fan_out(self) -> int:
+        return math.prod(self.shape[self.batch_ndim + self.fan_in_ndim:])
+
+    @property
+    def num_matrices(self) -> int:
+        return math.prod(self.batch_shape)
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """``(fan_in, fan_out)`` of each matrix in the leaf."""
+        return (self.fan_in, self.fan_out)
+
+    def as_matrices(self, x: jax.Array) -> jax.Array:
+        """``x`` of shape ``shape`` -> ``(num_matrices, fan_in, fan_out)``."""
+        return jnp.reshape(x, (self.num_matrices, self.fan_in, self.fan_out))
+
+    def from_matrices(self, x: jax.Array) -> jax.Array:
+        """Inverse of :meth:`as_matrices`."""
+        return jnp.reshape(x, self.shape)
+
+
+def is_variable(x: Any) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def path_str(path) -> str:
+    """``"/"``-joined readable form of a ``jax.tree_util`` key path."""
+    parts = []
+    for k in path:
+        if isinstance(k, jax.tree_util.DictKey):
+            parts.append(str(k.key))
+        elif isinstance(k, jax.tree_util.GetAttrKey):
+            if k.name != "value":
+                parts.append(k.name)
+        elif isinstance(k, jax.tree_util.SequenceKey):
+            parts.append(str(k.idx))
+        elif isinstance(k, jax.tree_util.FlattenedIndexKey):
+            parts.append(str(k.key))
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def _describe_leaf(path: str, leaf: Any, overrides: Mapping[str, str],
+                   axis_overrides: Mapping[str, tuple[int, int]]) -> ParamInfo:
+    meta = leaf.get_metadata() if is_variable(leaf) else {}
+    value = leaf.get_value() if is_variable(leaf) else leaf
+    shape = tuple(value.shape)
+    axes = meta.get("logical_axes")
+    if axes is not None:
+        batch_ndim = 0
+        while batch_ndim < len(axes) and axes[batch_ndim] in _STACK_AXES:
+            batch_ndim += 1
+    else:
+        batch_ndim = len(shape) - 2 if len(shape) > 2 and _STACK_PATTERN.search(path) else 0
+    fan_in_ndim = meta.get("fan_in_ndim", 1)
+    for pattern, (b, f) in axis_overrides.items():
+        if re.search(pattern, path):
+            batch_ndim, fan_in_ndim = b, f
+    core = shape[batch_ndim:]
+
+    label = None
+    for pattern, lab in overrides.items():
+        if re.search(pattern, path):
+            label = lab
+    if label is None:
+        if axes is not None and "vocab" in axes:
+            label = EMBEDDING if axes[batch_ndim] == "vocab" else HEAD
+        elif _EMBED_PATTERN.search(path):
+            label = EMBEDDING
+        elif _HEAD_PATTERN.search(path):
+            label = HEAD
+        elif len(core) < 2:
+            label = VECTOR
+        else:
+            label = MATRIX
+    if label not in LABELS:
+        raise ValueError(f"label {label!r} for {path!r} is not one of {LABELS}")
+    if label == MATRIX and not 0 < fan_in_ndim < len(core):
+        raise ValueError(
+            f"matrix {path!r} of shape {shape} with batch_ndim={batch_ndim} cannot have "
+            f"fan_in_ndim={fan_in_ndim}; need 0 < fan_in_ndim < {len(core)}"
+        )
+    return ParamInfo(path=path, label=label, shape=shape, batch_ndim=batch_ndim,
+                     fan_in_ndim=fan_in_ndim if len(core) >= 2 else 0)
+
+
+def describe_params(params: Any, overrides: Mapping[str, str] | None = None,
+                    axis_overrides: Mapping[str, tuple[int, int]] | None = None) -> Any:
+    """A tree of :class:`ParamInfo`, one per leaf, with the structure of ``params``.
+
+    For an ``nnx.State`` the ``nnx.Variable`` nodes are replaced by their ParamInfo, so the
+    result is a prefix of ``params`` (what ``optax.partition`` expects of labels).
+
+    Args:
+      params: ``nnx.State``, abstract state, or any pytree of arrays.
+      overrides: ``{regex on the path: label}``; later entries win.
+      axis_overrides: ``{regex: (batch_ndim, fan_in_ndim)}`` for unusual layouts.
+    """
+    overrides = dict(overrides or {})
+    axis_overrides = dict(axis_overrides or {})
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: _describe_leaf(path_str(p), x, overrides, axis_overrides),
+        params, is_leaf=is_variable,
+    )
+
+
+def label_params(params: Any, overrides: Mapping[str, str] | None = None, **kw) -> Any:
+    """Tree of label strings (see :func:`describe_params`), usable by ``optax.partition``."""
+    return jax.tree.map(lambda i: i.label, describe_params(params, overrides, **kw),
+                        is_leaf=lambda x: isinstance(x, ParamInfo))
+
+
+def infos_list(infos: Any) -> list[ParamInfo]:
+    """The ParamInfo leaves of a tree from :func:`describe_params`, in flatten order."""
+    return jax.tree.leaves(infos, is_leaf=lambda x: isinstance(x, ParamInfo))

@@ -1,0 +1,126 @@
+"""Optimizers by name, built from the model's parameter labels and configured from gin.
+
+``build_optimizer(params, total_steps)`` is what the training loop calls. Gin picks the
+optimizer with one binding, e.g. ``build_optimizer.optimizer = 'muon'``, and each
+optimizer's own hyperparameters are gin parameters of its factory (``adamw.weight_decay``).
+
+A factory has the signature ``factory(infos, lr, make_lr) -> tx | (tx, diagnostics)``:
+``infos`` is the :func:`jaxlab.optim.partition.describe_params` tree, ``lr`` the schedule
+of the main group and ``make_lr(peak)`` builds a schedule of the same shape for another
+peak (AdamW groups inside Muon). ``diagnostics(opt_state) -> {name: scalar}`` adds
+optimizer-internal figures to the run's metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import gin
+import jax
+import optax
+
+from jaxlab.optim import partition
+from jaxlab.optim.schedules import make_schedule
+
+Factory = Callable[..., Any]
+OPTIMIZERS: dict[str, Factory] = {}
+
+
+def register(name: str):
+    """Decorator: adds an optimizer factory to the registry under ``name``."""
+
+    def deco(fn: Factory) -> Factory:
+        if name in OPTIMIZERS:
+            raise ValueError(f"optimizer {name!r} registered twice")
+        OPTIMIZERS[name] = fn
+        return fn
+
+    return deco
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """What the training loop needs from an optimizer.
+
+    Attributes:
+      tx: the optax transformation.
+      lr: schedule of the main group's learning rate (logged).
+      infos: ParamInfo tree of the parameters.
+      name: registry name.
+      diagnostics: ``opt_state -> {name: scalar}`` or None.
+      eval_params: ``(params, opt_state) -> params`` to evaluate besides the raw params
+        (weight averaging), or None.
+    """
+
+    tx: optax.GradientTransformation
+    lr: optax.Schedule
+    infos: Any
+    name: str
+    peak_lr: float
+    weight_decay: float | None = None
+    diagnostics: Callable[[Any], dict[str, jax.Array]] | None = None
+    eval_params: Callable[[Any, Any], Any] | None = None
+
+
+def decay_mask(infos: Any) -> Any:
+    """True for leaves that get weight decay: matrices, embeddings and heads, not vectors."""
+    return jax.tree.map(lambda i: i.label != partition.VECTOR, infos,
+                        is_leaf=lambda x: isinstance(x, partition.ParamInfo))
+
+
+@gin.configurable(denylist=["infos", "lr", "make_lr"])
+def adamw(infos, lr, make_lr, weight_decay: float = 0.1, b1: float = 0.9, b2: float = 0.95,
+          eps: float = 1e-8):
+    """AdamW (arXiv 1711.05101) as in optax: ``W <- W - lr_t (adam + wd W)``; no decay on
+    vectors (norm gains, biases)."""
+    del make_lr
+    return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                       mask=decay_mask(infos))
+
+
+register("adamw")(adamw)
+
+
+@gin.configurable(denylist=["params", "total_steps"])
+def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
+                    learning_rate: float = 3e-3, clip_norm: float | None = 1.0,
+                    label_overrides: dict[str, str] | None = None) -> Optimizer:
+    """Builds the named optimizer for ``params`` (an ``nnx.State`` or array tree).
+
+    Args:
+      params: parameters (concrete or abstract), only their structure and metadata are read.
+      total_steps: length of training, for the schedule.
+      optimizer: a name in :data:`OPTIMIZERS`.
+      learning_rate: peak learning rate of the main group.
+      clip_norm: global gradient-norm clipping before the optimizer (None: off).
+      label_overrides: ``{path regex: label}`` passed to ``describe_params``.
+    """
+    _import_optional_optimizers()
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {sorted(OPTIMIZERS)}")
+    infos = partition.describe_params(params, label_overrides)
+
+    def make_lr(peak: float) -> optax.Schedule:
+        return make_schedule(peak, total_steps)
+
+    lr = make_lr(learning_rate)
+    out = OPTIMIZERS[optimizer](infos, lr, make_lr)
+    tx, diagnostics = out if isinstance(out, tuple) else (out, None)
+    if clip_norm is not None:
+        tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+    return Optimizer(tx=tx, lr=lr, infos=infos, name=optimizer, peak_lr=learning_rate,
+                     diagnostics=diagnostics)
+
+
+def _import_optional_optimizers() -> None:
+    """Imports modules that register more optimizers (Muon, TrasMuon) when present."""
+    import importlib
+
+    for module in ("jaxlab.optim.muon", "jaxlab.optim.trasmuon"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
