@@ -107,7 +107,8 @@ def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
 
     lr = make_lr(learning_rate)
     out = OPTIMIZERS[optimizer](infos, lr, make_lr)
-    tx, diagnostics = out if isinstance(out, tuple) else (out, None)
+    # A GradientTransformation is itself a NamedTuple: test for it before unpacking.
+    tx, diagnostics = (out, None) if hasattr(out, "update") else out
     if clip_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
     return Optimizer(tx=tx, lr=lr, infos=infos, name=optimizer, peak_lr=learning_rate,

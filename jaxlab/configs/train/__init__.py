@@ -1,0 +1,1 @@
+"""Gin configs shipped with jaxlab (resolvable as package resources by gin includes)."""

@@ -1,0 +1,294 @@
+"""The training loop: resumable, asynchronous, with validation, checkpoints and a summary.
+
+The loop dispatches step N before it reads step N-1's metrics, so the host never makes
+the device wait for logging. A non-finite loss stops the run with status ``diverged``.
+A run directory with a checkpoint resumes from it by default, and the resumed run's
+parameters and metric history equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxlab.data import DataConfig, eval_batches, shard_batch, train_dataset
+from jaxlab.data.pipeline import check_vocab
+from jaxlab.mesh import make_mesh, mesh_spec_string
+from jaxlab.nn import ModelConfig, flops_per_token, param_counts
+from jaxlab.optim.registry import Optimizer, build_optimizer
+from jaxlab.sharding import batch_sharding
+from jaxlab.train import state as train_state
+from jaxlab.train.checkpoint import Checkpointer
+from jaxlab.train.config import TrainConfig
+from jaxlab.train.metrics import MetricWriter
+from jaxlab.train.step import make_eval_step, make_train_step
+
+FINAL_LOSS_WINDOW = 100  # final_train_loss averages the last min(100, steps // 20) steps
+
+
+@dataclasses.dataclass
+class _Accumulators:
+    """Running figures that a resumed run must continue exactly (saved with checkpoints)."""
+
+    recent_losses: list[float] = dataclasses.field(default_factory=list)
+    window_losses: list[float] = dataclasses.field(default_factory=list)
+    nonzero_sum: float = 0.0          # sum over steps of non-zero non-embedding params
+    nonzero_steps: int = 0
+    wall_time_s: float = 0.0
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+class _Run:
+    """One training run in ``workdir`` (see :func:`train`)."""
+
+    def __init__(self, workdir: str | Path, model_cfg: ModelConfig, data_cfg: DataConfig,
+                 cfg: TrainConfig):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.model_cfg, self.data_cfg, self.cfg = model_cfg, data_cfg, cfg
+        if cfg.seq_len > model_cfg.max_seq_len:
+            raise ValueError(
+                f"TrainConfig.seq_len={cfg.seq_len} is longer than the model supports "
+                f"(ModelConfig.max_seq_len={model_cfg.max_seq_len})"
+            )
+        self.mesh = make_mesh(cfg.mesh)
+        data_ways = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        if cfg.batch_size % data_ways:
+            raise ValueError(
+                f"TrainConfig.batch_size={cfg.batch_size} is not divisible by the "
+                f"{data_ways} data-parallel devices of mesh {cfg.mesh!r}"
+            )
+        self.train_tokens = data_cfg.tokens("train")
+        self.val_tokens = data_cfg.tokens("validation")
+        check_vocab(self.train_tokens, model_cfg.vocab_size, "the training data")
+        self.mdef = train_state.model_def(model_cfg, self.mesh, cfg.seed)
+        self.opt: Optimizer = build_optimizer(self.mdef.abstract_params, cfg.steps)
+        self.counts = param_counts(model_cfg)
+        self.flops = flops_per_token(model_cfg, cfg.seq_len)
+        self.is_writer = jax.process_index() == 0
+
+    # ----------------------------------------------------------------- set-up
+    def _restore_or_init(self, ckpt: Checkpointer, it) -> tuple[dict, _Accumulators, int | None]:
+        resume = ckpt.latest_step()
+        source, step = (ckpt, resume) if resume is not None else (None, None)
+        if source is None and self.cfg.init_from:
+            parent, _, k = self.cfg.init_from.rpartition("@")
+            source = Checkpointer(Path(parent) / "checkpoints", read_only=True, use_async=False)
+            step = int(k)
+        if source is None:
+            state = train_state.init_train_state(self.model_cfg, self.mdef, self.opt, self.cfg.seed)
+            return state, _Accumulators(), None
+        state, data = source.restore(step, train_state.abstract_train_state(self.mdef, self.opt))
+        it.set_state(data["iterator"])
+        return state, _Accumulators(**data["accumulators"]), resume
+
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        ckpt = Checkpointer(self.workdir / "checkpoints", cfg.keep_checkpoints, cfg.async_checkpoint)
+        it = iter(train_dataset(self.train_tokens, cfg.seq_len, cfg.batch_size, cfg.seed,
+                                jax.process_index(), jax.process_count()))
+        state, acc, resume = self._restore_or_init(ckpt, it)
+        start = int(state["step"])
+        prior_wall = acc.wall_time_s
+        writer = MetricWriter(self.workdir, resume_step=resume) if self.is_writer else None
+        shardings = train_state.train_state_shardings(self.mdef, self.opt)
+        state_sh = (shardings["params"], shardings["opt_state"], shardings["step"])
+        step_fn = jax.jit(
+            make_train_step(self.mdef.graphdef, self.opt),
+            in_shardings=(*state_sh, batch_sharding(self.mesh)),
+            out_shardings=(*state_sh, None),
+            donate_argnums=(0, 1),
+        )
+        eval_fn = jax.jit(make_eval_step(self.mdef.graphdef))
+        val_batches = [shard_batch(b, batch_sharding(self.mesh)) for b in eval_batches(
+            self.val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches)]
+        spectral = self._spectral_fn()
+        bsh = batch_sharding(self.mesh)
+        window = max(1, min(FINAL_LOSS_WINDOW, cfg.steps // 20))
+        recent = collections.deque(acc.recent_losses, maxlen=window)
+        params, opt_state, step_arr = state["params"], state["opt_state"], state["step"]
+        del state
+        self._write_summary("running", start, recent, acc, prior_wall, t0)
+
+        status, diverged_step, last_val, last_val_avg = "done", None, None, None
+        pending: tuple[int, dict] | None = None
+        t_log, tokens_log = time.perf_counter(), 0
+        bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and self.is_writer),
+                   desc=self.workdir.name, unit="step", mininterval=2.0, dynamic_ncols=True)
+
+        def consume(done: int, metrics: dict, extra: dict) -> bool:
+            """Reads step ``done``'s metrics; logs them; False when the loss is not finite."""
+            nonlocal t_log, tokens_log
+            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            loss = m["loss"]
+            if not math.isfinite(loss):
+                if writer:
+                    writer.write(done, {"loss": loss, "diverged": 1.0})
+                return False
+            recent.append(loss)
+            acc.window_losses.append(loss)
+            if "sparse/nonzero_non_embedding" in m:
+                acc.nonzero_sum += m["sparse/nonzero_non_embedding"]
+                acc.nonzero_steps += 1
+            tokens_log += cfg.tokens_per_step
+            if done % cfg.log_every == 0 or done == cfg.steps or extra:
+                now = time.perf_counter()
+                record = {"tokens": done * cfg.tokens_per_step,
+                          "train_loss": float(np.mean(acc.window_losses)),
+                          "tokens_per_sec": tokens_log / max(now - t_log, 1e-9),
+                          **m, **extra}
+                if writer:
+                    writer.write(done, record)
+                bar.set_postfix(loss=f"{record['train_loss']:.3f}",
+                                tok_s=f"{record['tokens_per_sec']:.3g}", refresh=False)
+                acc.window_losses.clear()
+                t_log, tokens_log = now, 0
+            return True
+
+        try:
+            for step in range(start, cfg.steps):
+                batch = shard_batch(next(it), bsh)
+                params, opt_state, step_arr, metrics = step_fn(params, opt_state, step_arr, batch)
+                if pending is not None and not consume(*pending, {}):
+                    status, diverged_step = "diverged", pending[0]
+                    pending = None
+                    break
+                done = step + 1
+                bar.update(1)
+                is_last = done == cfg.steps
+                evaluate = is_last or (cfg.eval_every and done % cfg.eval_every == 0)
+                save = is_last or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                extra = {}
+                if evaluate:
+                    last_val = self._evaluate(eval_fn, params, val_batches)
+                    extra["val_loss"] = last_val
+                    if self.opt.eval_params is not None:
+                        last_val_avg = self._evaluate(
+                            eval_fn, self.opt.eval_params(params, opt_state), val_batches)
+                        extra["val_loss_avg"] = last_val_avg
+                if spectral is not None and done % cfg.spectral_every == 0:
+                    extra.update(spectral(params))
+                if evaluate or save or extra:
+                    # Read this step now: never checkpoint a diverged state, and keep the
+                    # accumulators that go into the checkpoint exact.
+                    if not consume(done, metrics, extra):
+                        status, diverged_step = "diverged", done
+                        break
+                    pending = None
+                else:
+                    pending = (done, metrics)
+                if save:
+                    acc.recent_losses = list(recent)
+                    acc.wall_time_s = prior_wall + time.perf_counter() - t0
+                    ckpt.save(done, {"params": params, "opt_state": opt_state, "step": step_arr},
+                              {"iterator": it.get_state(), "accumulators": dataclasses.asdict(acc)})
+                    self._write_summary("running", done, recent, acc, prior_wall, t0)
+            if pending is not None and not consume(*pending, {}):
+                status, diverged_step = "diverged", pending[0]
+        except BaseException as e:
+            bar.close()
+            ckpt.close()
+            if writer:
+                writer.close()
+            failed = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            self._write_summary(failed, None, recent, acc, prior_wall, t0,
+                                error=f"{type(e).__name__}: {e}")
+            raise
+        bar.close()
+        ckpt.close()
+        if writer:
+            writer.close()
+        final_step = diverged_step if status == "diverged" else cfg.steps
+        return self._write_summary(status, final_step, recent, acc, prior_wall, t0,
+                                   val=last_val, val_avg=last_val_avg,
+                                   diverged_step=diverged_step)
+
+    # ----------------------------------------------------------------- helpers
+    def _evaluate(self, eval_fn, params, batches) -> float:
+        return float(np.mean(jax.device_get([eval_fn(params, b) for b in batches])))
+
+    def _spectral_fn(self):
+        if not self.cfg.spectral_every:
+            return None
+        from jaxlab.train.spectral import top_singular_values
+
+        fn = jax.jit(lambda p: top_singular_values(p, self.opt.infos))
+
+        def spectral(params) -> dict[str, float]:
+            out = jax.device_get(fn(params))
+            return {k: float(np.max(v)) for k, v in out.items()}
+
+        return spectral
+
+    def _write_summary(self, status: str, step: int | None, recent, acc: _Accumulators,
+                       prior_wall: float, t0: float, val: float | None = None,
+                       val_avg: float | None = None, diverged_step: int | None = None,
+                       error: str | None = None) -> dict:
+        cfg = self.cfg
+        step = step if step is not None else 0
+        tokens = step * cfg.tokens_per_step
+        summary = {
+            "status": status,
+            "step": step,
+            "steps": cfg.steps,
+            "final_train_loss": float(np.mean(recent)) if recent else None,
+            "final_val_loss": val,
+            "tokens_seen": tokens,
+            "batch_tokens": cfg.tokens_per_step,
+            "batch_size": cfg.batch_size,
+            "seq_len": cfg.seq_len,
+            "params_total": self.counts["total"],
+            "params_non_embedding": self.counts["non_embedding"],
+            "flops_per_token": self.flops["train"],
+            "train_flops": self.flops["train"] * tokens,
+            "optimizer": self.opt.name,
+            "lr": self.opt.peak_lr,
+            "mesh": mesh_spec_string(self.mesh),
+            "wall_time_s": prior_wall + time.perf_counter() - t0,
+            "model": dataclasses.asdict(self.model_cfg),
+        }
+        if val_avg is not None:
+            summary["final_val_loss_avg"] = val_avg
+        if diverged_step is not None:
+            summary["diverged_step"] = diverged_step
+        if error is not None:
+            summary["error"] = error
+        if acc.nonzero_steps:
+            n_bar = acc.nonzero_sum / acc.nonzero_steps
+            summary["n_bar"] = n_bar
+            summary["train_flops_sparse"] = 6.0 * acc.nonzero_sum * cfg.tokens_per_step
+        if self.is_writer:
+            _write_json(self.workdir / "summary.json", summary)
+        return summary
+
+
+def train(workdir: str | Path, model_cfg: ModelConfig | None = None,
+          data_cfg: DataConfig | None = None, cfg: TrainConfig | None = None,
+          on_setup=None) -> dict:
+    """Trains (or resumes) one model in ``workdir``; returns the summary dict.
+
+    Configs left as None are built from gin (``ModelConfig.d_model = 256`` etc.).
+    Writes ``metrics.jsonl``, TensorBoard files under ``tb/``, checkpoints under
+    ``checkpoints/`` and ``summary.json`` into ``workdir``. ``on_setup()`` is called once
+    the model and optimizer are built, before the first step.
+    """
+    run = _Run(workdir, model_cfg or ModelConfig(), data_cfg or DataConfig(), cfg or TrainConfig())
+    if on_setup is not None:
+        on_setup()  # e.g. write the operative gin config before the (long) loop
+    return run.run()

@@ -1,0 +1,54 @@
+"""The pure train and eval steps over ``nnx.split`` state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxlab.nn import cross_entropy
+from jaxlab.optim.partition import infos_list
+from jaxlab.optim.registry import Optimizer
+
+
+def loss_fn(graphdef: Any, params: Any, batch: dict) -> jax.Array:
+    """Mean next-token cross-entropy (nats) of ``batch["inputs"] (B, T)``."""
+    model = nnx.merge(graphdef, params)
+    return cross_entropy(model(batch["inputs"]), batch["targets"])
+
+
+def rms_by_label(tree: Any, infos: Any) -> dict[str, jax.Array]:
+    """Root-mean-square of the leaves of ``tree`` grouped by parameter label."""
+    sums: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    for info, x in zip(infos_list(infos), jax.tree.leaves(tree)):
+        sums[info.label] = sums.get(info.label, 0.0) + jnp.sum(jnp.square(x.astype(jnp.float32)))
+        counts[info.label] = counts.get(info.label, 0) + x.size
+    return {k: jnp.sqrt(sums[k] / counts[k]) for k in sums}
+
+
+def make_train_step(graphdef: Any, opt: Optimizer) -> Callable:
+    """``(params, opt_state, step, batch) -> (params, opt_state, step + 1, metrics)``."""
+
+    def train_step(params, opt_state, step, batch):
+        loss, grads = jax.value_and_grad(lambda p: loss_fn(graphdef, p, batch))(params)
+        updates, opt_state = opt.tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": opt.lr(step)}
+        for label, v in rms_by_label(updates, opt.infos).items():
+            metrics[f"update_rms/{label}"] = v
+        if opt.diagnostics is not None:
+            metrics.update(opt.diagnostics(opt_state))
+        return params, opt_state, step + 1, metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef: Any) -> Callable:
+    """``(params, batch) -> loss``."""
+    return lambda params, batch: loss_fn(graphdef, params, batch)
+
