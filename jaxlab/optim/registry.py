@@ -23,6 +23,7 @@ import optax
 
 from jaxlab.optim import partition
 from jaxlab.optim.schedules import make_schedule
+from jaxlab.sparse.training import maybe_prune
 
 Factory = Callable[..., Any]
 OPTIMIZERS: dict[str, Factory] = {}
@@ -111,6 +112,9 @@ def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
     tx, diagnostics = (out, None) if hasattr(out, "update") else out
     if clip_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+    # Sparse training (gin `sparsity.*`): wraps the whole chain, so clipping sees masked
+    # gradients; the identity unless a sparsity is bound.
+    tx, diagnostics = maybe_prune(tx, infos, total_steps, diagnostics)
     return Optimizer(tx=tx, lr=lr, infos=infos, name=optimizer, peak_lr=learning_rate,
                      diagnostics=diagnostics)
 
