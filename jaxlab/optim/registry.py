@@ -9,11 +9,18 @@ A factory has the signature ``factory(infos, lr, make_lr) -> tx | (tx, diagnosti
 of the main group and ``make_lr(peak)`` builds a schedule of the same shape for another
 peak (AdamW groups inside Muon). ``diagnostics(opt_state) -> {name: scalar}`` adds
 optimizer-internal figures to the run's metrics.
+
+Layerwise width scaling (``build_optimizer.layerwise = True``, arXiv 2510.15262): the
+factory is called with a keyword ``wd_mult``, a tree of per-leaf weight-decay multipliers
+(a prefix of the params, 0 for no decay) that it must apply to its decoupled weight decay,
+and its final updates are multiplied by per-leaf lr multipliers (see
+:mod:`jaxlab.optim.layerwise`). A factory without a ``wd_mult`` argument is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +28,8 @@ import gin
 import jax
 import optax
 
+from jaxlab.optim import averaging as averaging_lib
+from jaxlab.optim import layerwise as layerwise_lib
 from jaxlab.optim import partition
 from jaxlab.optim.schedules import make_schedule
 from jaxlab.sparse.training import maybe_prune
@@ -71,14 +80,21 @@ def decay_mask(infos: Any) -> Any:
                         is_leaf=lambda x: isinstance(x, partition.ParamInfo))
 
 
-@gin.configurable(denylist=["infos", "lr", "make_lr"])
+@gin.configurable(denylist=["infos", "lr", "make_lr", "wd_mult"])
 def adamw(infos, lr, make_lr, weight_decay: float = 0.1, b1: float = 0.9, b2: float = 0.95,
-          eps: float = 1e-8):
+          eps: float = 1e-8, wd_mult: Any = None):
     """AdamW (arXiv 1711.05101) as in optax: ``W <- W - lr_t (adam + wd W)``; no decay on
-    vectors (norm gains, biases)."""
+    vectors (norm gains, biases). ``wd_mult`` (layerwise rules): per-leaf multipliers of
+    ``weight_decay``."""
     del make_lr
-    return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                       mask=decay_mask(infos))
+    if wd_mult is None:
+        return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                           mask=decay_mask(infos))
+    per_leaf = jax.tree.map(lambda m, on: weight_decay * m if on else 0.0, wd_mult,
+                            decay_mask(infos))
+    return optax.chain(optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+                       layerwise_lib.add_decayed_weights_by_leaf(per_leaf),
+                       optax.scale_by_learning_rate(lr))
 
 
 register("adamw")(adamw)
@@ -87,7 +103,8 @@ register("adamw")(adamw)
 @gin.configurable(denylist=["params", "total_steps"])
 def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
                     learning_rate: float = 3e-3, clip_norm: float | None = 1.0,
-                    label_overrides: dict[str, str] | None = None) -> Optimizer:
+                    label_overrides: dict[str, str] | None = None, layerwise: bool = False,
+                    averaging: str | None = None) -> Optimizer:
     """Builds the named optimizer for ``params`` (an ``nnx.State`` or array tree).
 
     Args:
@@ -97,6 +114,10 @@ def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
       learning_rate: peak learning rate of the main group.
       clip_norm: global gradient-norm clipping before the optimizer (None: off).
       label_overrides: ``{path regex: label}`` passed to ``describe_params``.
+      layerwise: apply the width-scaling rules of ``layerwise_rules`` (gin) to any
+        optimizer: per-leaf lr and weight-decay multipliers (arXiv 2510.15262).
+      averaging: ``'ema'`` or ``'swa'`` (gin ``weight_averaging.*``) keeps averaged
+        parameters in the optimizer state and sets ``eval_params``; None: off.
     """
     _import_optional_optimizers()
     if optimizer not in OPTIMIZERS:
@@ -107,16 +128,29 @@ def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
         return make_schedule(peak, total_steps)
 
     lr = make_lr(learning_rate)
-    out = OPTIMIZERS[optimizer](infos, lr, make_lr)
+    factory, extra = OPTIMIZERS[optimizer], {}
+    if layerwise:
+        scales = layerwise_lib.layerwise_rules(infos)
+        if "wd_mult" not in inspect.signature(factory).parameters:
+            raise ValueError(f"optimizer {optimizer!r} does not support layerwise rules: its "
+                             f"factory has no `wd_mult` argument (per-leaf weight decay)")
+        extra["wd_mult"] = scales.wd
+    out = factory(infos, lr, make_lr, **extra)
     # A GradientTransformation is itself a NamedTuple: test for it before unpacking.
     tx, diagnostics = (out, None) if hasattr(out, "update") else out
+    if layerwise:
+        tx = optax.chain(tx, layerwise_lib.scale_by_leaf(scales.lr))
+        if diagnostics is not None:
+            diagnostics = (lambda d: lambda state: d(state[0]))(diagnostics)
     if clip_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
     # Sparse training (gin `sparsity.*`): wraps the whole chain, so clipping sees masked
     # gradients; the identity unless a sparsity is bound.
     tx, diagnostics = maybe_prune(tx, infos, total_steps, diagnostics)
+    # Outermost, so the average is of the parameters the run actually has.
+    tx, diagnostics, eval_params = averaging_lib.weight_averaging(tx, averaging, diagnostics)
     return Optimizer(tx=tx, lr=lr, infos=infos, name=optimizer, peak_lr=learning_rate,
-                     diagnostics=diagnostics)
+                     diagnostics=diagnostics, eval_params=eval_params)
 
 
 def _import_optional_optimizers() -> None:
