@@ -132,3 +132,36 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
     )
+
+
+def _keys(path) -> tuple:
+    out = []
+    for k in path:
+        name = getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
+        if name != "value":  # nnx.Variable's array attribute
+            out.append(name)
+    return tuple(out)
+
+
+def shardings_like_params(tree: Any, params: Any, param_shardings: Any, mesh: Mesh) -> Any:
+    """Shardings for an optimizer-state-like ``tree``: each leaf whose key path ends with a
+    parameter's key path and has that parameter's shape gets the parameter's sharding
+    (moments, EMA copies, masks); every other leaf (step counts, scalars) is replicated.
+
+    Returns a tree of ``NamedSharding`` with the structure of ``tree``.
+    """
+    by_path = {}
+    flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
+    flat_s = jax.tree.leaves(param_shardings)
+    for (path, leaf), sharding in zip(flat_p, flat_s, strict=True):
+        by_path[_keys(path)] = (tuple(leaf.shape), sharding)
+
+    def one(path, leaf):
+        keys = _keys(path)
+        for start in range(len(keys)):
+            hit = by_path.get(keys[start:])
+            if hit is not None and hit[0] == tuple(leaf.shape):
+                return hit[1]
+        return replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(one, tree)

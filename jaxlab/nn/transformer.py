@@ -35,7 +35,7 @@ def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
     def make(r):
         return Block(cfg, rngs=r)
 
-    blocks = make(rngs.fork(split=cfg.n_layers))
+    blocks = make(rngs.split(cfg.n_layers))
     for _, v in nnx.iter_graph(blocks):
         if isinstance(v, nnx.Param):
             v.set_metadata(logical_axes=("layers",) + tuple(v.get_metadata()["logical_axes"]))

@@ -52,8 +52,9 @@ def _write_json(path: Path, obj: dict) -> None:
     tmp.replace(path)
 
 
-class _Run:
-    """One training run in ``workdir`` (see :func:`train`)."""
+class Run:
+    """One training run in ``workdir`` (see :func:`train`); after :meth:`run`,
+    ``final_state`` holds the last ``{"params", "opt_state"}`` (sharded on ``mesh``)."""
 
     def __init__(self, workdir: str | Path, model_cfg: ModelConfig, data_cfg: DataConfig,
                  cfg: TrainConfig):
@@ -214,6 +215,7 @@ class _Run:
         ckpt.close()
         if writer:
             writer.close()
+        self.final_state = {"params": params, "opt_state": opt_state}
         final_step = diverged_step if status == "diverged" else cfg.steps
         return self._write_summary(status, final_step, recent, acc, prior_wall, t0,
                                    val=last_val, val_avg=last_val_avg,
@@ -288,7 +290,7 @@ def train(workdir: str | Path, model_cfg: ModelConfig | None = None,
     ``checkpoints/`` and ``summary.json`` into ``workdir``. ``on_setup()`` is called once
     the model and optimizer are built, before the first step.
     """
-    run = _Run(workdir, model_cfg or ModelConfig(), data_cfg or DataConfig(), cfg or TrainConfig())
+    run = Run(workdir, model_cfg or ModelConfig(), data_cfg or DataConfig(), cfg or TrainConfig())
     if on_setup is not None:
         on_setup()  # e.g. write the operative gin config before the (long) loop
     return run.run()

@@ -16,7 +16,8 @@ from jax.sharding import Mesh
 
 from jaxlab.nn import ModelConfig, TransformerLM
 from jaxlab.optim.registry import Optimizer
-from jaxlab.sharding import AxisRules, abstract_with_shardings, replicated, state_shardings
+from jaxlab.sharding import (AxisRules, abstract_with_shardings, replicated,
+                             shardings_like_params, state_shardings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +66,13 @@ def init_train_state(cfg: ModelConfig, mdef: ModelDef, opt: Optimizer, seed: int
 
 
 def train_state_shardings(mdef: ModelDef, opt: Optimizer) -> dict:
-    """Shardings of the train state on ``mdef``'s mesh (optimizer state by propagation
-    from the parameters through ``tx.init``)."""
+    """Shardings of the train state on ``mdef``'s mesh: optimizer-state leaves that mirror
+    a parameter are sharded like it, the rest replicated."""
     mesh = _mesh_of(mdef.param_shardings)
     abstract_params = abstract_with_shardings(mdef.abstract_params, mdef.param_shardings)
-    opt_shardings = jax.jit(opt.tx.init).lower(abstract_params).compile().output_shardings
+    abstract_opt = jax.eval_shape(opt.tx.init, abstract_params)
+    opt_shardings = shardings_like_params(abstract_opt, mdef.abstract_params,
+                                          mdef.param_shardings, mesh)
     return {"params": mdef.param_shardings, "opt_state": opt_shardings,
             "step": replicated(mesh)}
 

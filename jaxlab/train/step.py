@@ -38,7 +38,7 @@ def make_train_step(graphdef: Any, opt: Optimizer) -> Callable:
         loss, grads = jax.value_and_grad(lambda p: loss_fn(graphdef, p, batch))(params)
         updates, opt_state = opt.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": opt.lr(step)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": opt.lr(step)}
         for label, v in rms_by_label(updates, opt.infos).items():
             metrics[f"update_rms/{label}"] = v
         if opt.diagnostics is not None:
