@@ -1,0 +1,129 @@
+"""Derived bindings: small arithmetic expressions evaluated per run, without ``eval``.
+
+An expression (the quoted value of ``derived.KEY = '...'`` in a sweep file) may use:
+
+* numbers, ``+ - * / // % **``, parentheses, comparisons and ``x if c else y``;
+* the sweep's variables (``var.*``, variables of axes, earlier ``derived.NAME``);
+* figures of the run's model and training config, after its axes are applied:
+  ``N`` (non-embedding parameters), ``N_total``, ``flops_per_token`` (training FLOPs
+  per token, :func:`jaxlab.nn.flops_per_token`), ``batch_size``, ``seq_len``,
+  ``batch_tokens`` (= batch_size * seq_len), ``steps``, ``lr`` (peak learning rate);
+* any gin binding of the run by name, e.g. ``TrainConfig.batch_size`` or
+  ``adamw.b2`` (its bound value, else the configurable's default);
+* functions: :data:`FUNCTIONS`, and every public function of
+  :mod:`jaxlab.scaling.hyperparams` as ``hp.NAME(...)`` when that module exists.
+
+Example: ``derived.TrainConfig.steps = 'ceil(tokens_per_param * N / batch_tokens)'``.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+def weight_decay_for_timescale(tau: float, lr: float, steps: float) -> float:
+    """AdamW weight decay whose EMA timescale spans a fraction ``tau`` of training.
+
+    tau_iter = 1 / (lr * wd) steps and tau = tau_iter / steps (Wang & Aitchison arXiv
+    2405.13698), so wd = 1 / (lr * tau * steps).
+    """
+    if min(tau, lr, steps) <= 0:
+        raise ValueError(f"tau, lr and steps must be > 0, got {tau}, {lr}, {steps}")
+    return 1.0 / (lr * tau * steps)
+
+
+FUNCTIONS: dict[str, Callable] = {
+    "ceil": math.ceil, "floor": math.floor, "round": round, "int": int, "float": float,
+    "min": min, "max": max, "abs": abs, "sqrt": math.sqrt, "exp": math.exp,
+    "log": math.log, "log2": math.log2, "log10": math.log10,
+    "weight_decay_for_timescale": weight_decay_for_timescale,
+}
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+           ast.Pow: operator.pow}
+_CMPOPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
+           ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
+
+
+class DeriveError(ValueError):
+    """An expression that cannot be evaluated; names the expression and the problem."""
+
+
+def _dotted(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return None if head is None else f"{head}.{node.attr}"
+    return None
+
+
+def _hp_function(name: str) -> Callable:
+    try:
+        import jaxlab.scaling.hyperparams as hp
+    except ModuleNotFoundError:
+        raise DeriveError(f"hp.{name}: jaxlab.scaling.hyperparams is not available") from None
+    fn = getattr(hp, name, None)
+    if name.startswith("_") or not callable(fn):
+        valid = sorted(n for n in dir(hp) if not n.startswith("_") and callable(getattr(hp, n)))
+        raise DeriveError(f"hp.{name} is not a function of jaxlab.scaling.hyperparams; "
+                          f"valid: {valid}")
+    return fn
+
+
+def evaluate(expr: str, names: Mapping[str, Any]) -> Any:
+    """Value of ``expr``; ``names[name]`` resolves plain and dotted names (KeyError if none)."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise DeriveError(f"expression {expr!r} is not valid: {e.msg}") from None
+
+    def ev(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.Compare) and all(type(o) in _CMPOPS for o in node.ops):
+            left = ev(node.left)
+            for op, right_node in zip(node.ops, node.comparators):
+                right = ev(right_node)
+                if not _CMPOPS[type(op)](left, right):
+                    return False
+                left = right
+            return True
+        if isinstance(node, ast.IfExp):
+            return ev(node.body) if ev(node.test) else ev(node.orelse)
+        if isinstance(node, ast.Call) and not node.keywords:
+            name = _dotted(node.func)
+            if name in FUNCTIONS:
+                fn = FUNCTIONS[name]
+            elif name and name.startswith("hp.") and name.count(".") == 1:
+                fn = _hp_function(name[3:])
+            else:
+                raise DeriveError(f"in {expr!r}: unknown function {name!r}; valid: "
+                                  f"{sorted(FUNCTIONS)} and hp.NAME")
+            return fn(*[ev(a) for a in node.args])
+        name = _dotted(node)
+        if name is not None:
+            try:
+                return names[name]
+            except KeyError as e:
+                raise DeriveError(f"in {expr!r}: unknown name {name!r} ({e.args[0]})") from None
+        raise DeriveError(f"in {expr!r}: {ast.unparse(node)!r} is not allowed (only "
+                          "arithmetic, comparisons, names and function calls)")
+
+    try:
+        return ev(tree)
+    except DeriveError:
+        raise
+    except (ArithmeticError, ValueError, TypeError) as e:
+        raise DeriveError(f"in {expr!r}: {type(e).__name__}: {e}") from None
