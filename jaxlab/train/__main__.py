@@ -28,11 +28,14 @@ def main(argv) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     from jaxlab.train.loop import train  # after flag parsing: JAX starts here
+    from jaxlab.train.plots import plot_loss_curves
 
     parse_gin(GIN_FILES.value, GIN_BINDINGS.value)
     workdir = FLAGS.value
     summary = train(workdir, on_setup=lambda: write_operative_config(workdir))
     write_operative_config(workdir)
+    if summary["status"] == "done":
+        print(f"loss curves: {plot_loss_curves(workdir)}")
     print(json.dumps({k: summary[k] for k in ("status", "step", "final_train_loss",
                                               "final_val_loss", "wall_time_s")}))
     print(f"run directory: {workdir}")

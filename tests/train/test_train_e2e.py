@@ -100,6 +100,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
 
     subprocess.run(args, env=env, check=True, capture_output=True)
     assert json.loads((cut / "summary.json").read_text())["status"] == "done"
+    assert (cut / "loss.png").stat().st_size > 1000 and (cut / "config.gin").exists()
     for a, b in zip(_final_params(ref, steps), _final_params(cut, steps), strict=True):
         np.testing.assert_array_equal(a, b)
     assert _comparable(read_metrics(cut / "metrics.jsonl")) == \

@@ -1,0 +1,109 @@
+"""Train-step model FLOP/s as a fraction of the machine's own f32 matmul FLOP/s.
+
+Both are measured in this process, interleaved round by round (the machines are noisy),
+and the ratio of medians is printed. CPU default: d=512, 8 layers, 8 heads, seq 256,
+batch 16, f32 (target >= 50% of the matmul rate). On a GPU (``--gpu``): GPT-2-small shape
+(d=768, 12 layers, seq 1024, bf16 compute) and MFU against ``--peak_tflops`` (H100 dense
+bf16: 989).
+
+    python benchmarks/train_step.py [--rounds 5] [--out benchmarks/results/train_step_cpu.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlab.data import shard_batch
+from jaxlab.mesh import make_mesh
+from jaxlab.nn import ModelConfig, flops_per_token
+from jaxlab.optim.registry import build_optimizer
+from jaxlab.sharding import batch_sharding
+from jaxlab.train import state as train_state
+from jaxlab.train.step import make_train_step
+
+
+def time_call(fn, *args, reps: int) -> float:
+    """Median seconds per call of ``fn(*args)`` (results blocked on)."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--gpu", action="store_true", help="GPT-2-small shape in bf16")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--matmul_n", type=int, default=2048)
+    p.add_argument("--peak_tflops", type=float, default=989.0)
+    p.add_argument("--out", default=None, help="also write the report to this file")
+    a = p.parse_args()
+
+    if a.gpu:
+        cfg = ModelConfig(d_model=768, n_layers=12, n_heads=12, max_seq_len=1024, vocab_size=50304,
+                          compute_dtype="bfloat16")
+        seq, batch, mm_dtype = 1024, 16, jnp.bfloat16
+    else:
+        cfg = ModelConfig(d_model=512, n_layers=8, n_heads=8, max_seq_len=256)
+        seq, batch, mm_dtype = 256, 16, jnp.float32
+
+    mesh = make_mesh("data=1")
+    mdef = train_state.model_def(cfg, mesh)
+    opt = build_optimizer(mdef.abstract_params, total_steps=1000)
+    state = train_state.init_train_state(cfg, mdef, opt, seed=0)
+    shardings = train_state.train_state_shardings(mdef, opt)
+    sh = (shardings["params"], shardings["opt_state"], shardings["step"])
+    step = jax.jit(make_train_step(mdef.graphdef, opt), in_shardings=(*sh, batch_sharding(mesh)),
+                   out_shardings=(*sh, None), donate_argnums=(0, 1))
+    rng = np.random.default_rng(0)
+    tok = rng.integers(0, cfg.vocab_size, (batch, seq + 1)).astype(np.int32)
+    batch_arr = shard_batch({"inputs": tok[:, :-1], "targets": tok[:, 1:]}, batch_sharding(mesh))
+    carry = [state["params"], state["opt_state"], state["step"]]
+
+    def train_once():
+        carry[0], carry[1], carry[2], m = step(carry[0], carry[1], carry[2], batch_arr)
+        return m["loss"]
+
+    n = a.matmul_n
+    x = jnp.asarray(rng.standard_normal((n, n)), mm_dtype)
+    y = jnp.asarray(rng.standard_normal((n, n)), mm_dtype)
+    matmul = jax.jit(lambda u, v: u @ v)
+
+    step_flops = flops_per_token(cfg, seq)["train"] * batch * seq
+    mm_rates, step_rates = [], []
+    for _ in range(a.rounds):
+        mm_rates.append(2 * n**3 / time_call(matmul, x, y, reps=a.reps))
+        step_rates.append(step_flops / time_call(train_once, reps=a.reps))
+    mm, st = statistics.median(mm_rates), statistics.median(step_rates)
+    dev = jax.devices()[0]
+    lines = [
+        f"device: {dev.device_kind} ({jax.default_backend()}, {jax.device_count()} device(s)), "
+        f"host {platform.machine()}, jax {jax.__version__}",
+        f"model: d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} seq={seq} batch={batch} "
+        f"compute={cfg.compute_dtype} train FLOPs/step={step_flops:.3e}",
+        f"matmul {n}x{n} {jnp.dtype(mm_dtype).name}: {mm / 1e9:.1f} GFLOP/s (median of {a.rounds})",
+        f"train step: {st / 1e9:.1f} GFLOP/s, {batch * seq * st / step_flops:.0f} tokens/s",
+        f"ratio train-step / matmul: {st / mm:.1%}",
+    ]
+    if a.gpu:
+        lines.append(f"MFU vs {a.peak_tflops:.0f} TFLOP/s peak: {st / (a.peak_tflops * 1e12):.1%}")
+    report = "\n".join(lines)
+    print(report)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
