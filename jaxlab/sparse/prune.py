@@ -56,18 +56,32 @@ def zero_param_moments(inner_state: Any, params: Any, plans: list[LeafPlan], mas
     shapes = [jnp.shape(x) for x in jax.tree.leaves(params)]
     by_index = {p.index: mk for p, mk in zip(plans, masks)}
 
+    def parts(x):
+        """``x``'s entries at the params' leaf positions, or None if ``x`` is not a
+        params-shaped tree (``optax.masked`` / ``partition`` states put an empty node
+        where another group owns the leaf; those count too)."""
+        try:
+            items = treedef.flatten_up_to(x)
+        except (ValueError, TypeError):
+            return None
+        for item, shape in zip(items, shapes):
+            if isinstance(item, jax.Array | jax.ShapeDtypeStruct):
+                if item.shape != shape:
+                    return None
+            elif jax.tree.leaves(item):
+                return None
+        return items
+
     def is_param_tree(x) -> bool:
-        if jax.tree.structure(x) != treedef:
-            return False
-        return [jnp.shape(v) for v in jax.tree.leaves(x)] == shapes
+        return parts(x) is not None
 
     def reset(x):
-        if not is_param_tree(x):
+        items = parts(x)
+        if items is None:
             return x
-        leaves = jax.tree.leaves(x)
-        leaves = [masks_lib.apply_mask(v, by_index[i]) if i in by_index else v
-                  for i, v in enumerate(leaves)]
-        return jax.tree.unflatten(treedef, leaves)
+        items = [masks_lib.apply_mask(v, by_index[i]) if i in by_index and isinstance(v, jax.Array)
+                 else v for i, v in enumerate(items)]
+        return jax.tree.unflatten(treedef, items)
 
     return jax.tree.map(reset, inner_state, is_leaf=is_param_tree)
 
