@@ -140,10 +140,10 @@ def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
     tx, diagnostics = (out, None) if hasattr(out, "update") else out
     if layerwise:
         tx = optax.chain(tx, layerwise_lib.scale_by_leaf(scales.lr))
-        if diagnostics is not None:
-            diagnostics = (lambda d: lambda state: d(state[0]))(diagnostics)
+        diagnostics = _on_chain_member(diagnostics, 0)
     if clip_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+        diagnostics = _on_chain_member(diagnostics, 1)
     # Sparse training (gin `sparsity.*`): wraps the whole chain, so clipping sees masked
     # gradients; the identity unless a sparsity is bound.
     tx, diagnostics = maybe_prune(tx, infos, total_steps, diagnostics)
@@ -151,6 +151,13 @@ def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
     tx, diagnostics, eval_params = averaging_lib.weight_averaging(tx, averaging, diagnostics)
     return Optimizer(tx=tx, lr=lr, infos=infos, name=optimizer, peak_lr=learning_rate,
                      diagnostics=diagnostics, eval_params=eval_params)
+
+
+def _on_chain_member(diagnostics, index: int):
+    """``diagnostics`` of a transform that now sits at ``index`` of an ``optax.chain``."""
+    if diagnostics is None:
+        return None
+    return lambda state: diagnostics(state[index])
 
 
 def _import_optional_optimizers() -> None:
