@@ -223,7 +223,7 @@ def fit_chinchilla_scipy(
 
 def bootstrap_chinchilla(
     N, D, loss, *, n_boot: int = 200, seed: int = 0, level: float = 0.95,
-    fit: ChinchillaFit | None = None, starts_per_resample: int = 8,
+    fit: ChinchillaFit | None = None, starts_per_resample: int = 4,
     delta: float = HUBER_DELTA,
 ) -> dict:
     """Percentile bootstrap intervals for E, A, B, alpha, beta (arXiv 2404.10102 sec. 3).

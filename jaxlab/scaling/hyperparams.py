@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Union
 
 TOKENS, SEQUENCES, PARAMS, STEPS, NATS = "tokens", "sequences", "params", "steps", "nats"
 UNITLESS = "1"
@@ -63,7 +62,7 @@ class Quantity:
                          f"inconsistent units")
 
 
-Number = Union[float, int, Quantity]
+Number = float | int | Quantity
 
 
 def as_unit(x: Number, unit: str, name: str) -> float:

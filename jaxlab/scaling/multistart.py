@@ -22,7 +22,7 @@ evaluation per tick:
 
 The device batch has a fixed size; between chunks of ticks, finished starts leave it and
 queued starts take their places, and once the queue is empty the batch shrinks in 8x
-steps (1024, 128, 16 rows), so only a few shapes are ever compiled and shared by every
+steps (1024, then 128 rows), so only a few shapes are ever compiled and shared by every
 later fit of the same objective and data shape. Stopping rule per start mirrors scipy's L-BFGS-B:
 max|grad| <= gtol, or relative decrease (f_prev - f) / max(|f_prev|, |f|, 1) <= ftol, or
 max_iter accepted iterations; a line search that shrinks the step to nothing also stops
@@ -225,7 +225,7 @@ def _autodiff(fun):
     return jax.value_and_grad(fun)
 
 
-_LADDER = (16, 128, 1024)  # device batch sizes; each is compiled once per problem shape
+_LADDER = (128, 1024)  # device batch sizes; each is compiled once per problem shape
 
 
 def _bucket(n: int) -> int:

@@ -1,0 +1,121 @@
+"""Scaling-law plots, each written as PNG and SVG; every function returns the paths.
+
+Uses matplotlib's object API (`Figure` + Agg canvas), never pyplot, so it touches no
+global backend state and works headless in tests and on clusters.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jaxlab.scaling.laws import POWER_LINES_TAU, PowerLaw
+
+__all__ = ["save_figure", "plot_loss_vs_compute", "plot_isoflop", "plot_tau_vs_tpp",
+           "plot_optimal_sparsity", "plot_chinchilla_fit"]
+
+
+def save_figure(fig: Figure, out_stem: str | os.PathLike) -> list[str]:
+    """Writes `out_stem`.png and .svg (creating folders); returns both paths."""
+    out_stem = os.fspath(out_stem)
+    os.makedirs(os.path.dirname(out_stem) or ".", exist_ok=True)
+    FigureCanvasAgg(fig)
+    paths = []
+    for ext in ("png", "svg"):
+        path = f"{out_stem}.{ext}"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def _axes(title, xlabel, ylabel):
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.add_subplot()
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig, ax
+
+
+def plot_loss_vs_compute(df, fits: dict, out_stem, *, group_col: str = "optimizer",
+                         compute_col: str = "C", loss_col: str = "final_val_loss") -> list[str]:
+    """Runs (points) and fitted L(C) frontiers (lines), one colour per group.
+
+    fits: {group: PowerLawFit}; df: runs table with group_col, compute_col, loss_col.
+    """
+    fig, ax = _axes("Loss vs compute", f"{compute_col} (FLOPs)", loss_col)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    c_all = df[compute_col].to_numpy(float)
+    grid = np.geomspace(np.nanmin(c_all) / 1.5, np.nanmax(c_all) * 1.5, 200)
+    for i, (g, sub) in enumerate(df.groupby(group_col, dropna=False)):
+        color = f"C{i}"
+        ax.scatter(sub[compute_col], sub[loss_col], color=color, s=18, label=f"{g} runs")
+        if g in fits:
+            law = fits[g].law
+            ax.plot(grid, law.predict(grid), color=color,
+                    label=f"{g}: {law.E:.3g} + {law.A:.3g} C^-{law.alpha:.3g}")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out_stem)
+
+
+def plot_isoflop(iso, N, C, loss, out_stem) -> list[str]:
+    """Loss vs N per budget with the fitted parabolas and their minima (an IsoflopFit)."""
+    fig, ax = _axes("IsoFLOP curves", "N (non-embedding params)", "loss")
+    ax.set_xscale("log")
+    N, C, loss = (np.asarray(a, float) for a in (N, C, loss))
+    for i, p in enumerate(iso.parabolas):
+        m = np.isclose(C, p.budget, rtol=5e-3)
+        ax.scatter(N[m], loss[m], color=f"C{i}", s=16)
+        lo, hi = (N[m].min(), N[m].max()) if m.any() else (p.N_opt / 4, p.N_opt * 4)
+        grid = np.geomspace(lo / 1.3, hi * 1.3, 100)
+        ax.plot(grid, p.predict(grid), color=f"C{i}", label=f"C={p.budget:.2g}")
+        ax.plot([p.N_opt], [p.loss_opt], marker="*", color=f"C{i}", ms=10)
+    ax.legend(fontsize=7)
+    return save_figure(fig, out_stem)
+
+
+def plot_tau_vs_tpp(optima, fitted: PowerLaw | None, out_stem,
+                    published: PowerLaw = POWER_LINES_TAU) -> list[str]:
+    """tau_opt per (N, D) against TPP, with the fitted and the published law."""
+    fig, ax = _axes("Optimal AdamW timescale", "tokens per parameter", "tau_opt")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    tpp = np.array([o.tpp for o in optima])
+    tau = np.array([o.tau_opt for o in optima])
+    inside = np.array([o.inside for o in optima], bool)
+    ax.scatter(tpp[inside], tau[inside], color="C0", label="sweep optima")
+    if (~inside).any():
+        ax.scatter(tpp[~inside], tau[~inside], color="C0", marker="x", label="edge of sweep")
+    grid = np.geomspace(tpp.min() / 2, tpp.max() * 2, 100)
+    if fitted is not None:
+        ax.plot(grid, fitted.predict(grid), color="C0", label=f"fit: {fitted.k:.3g} TPP^{fitted.a:.3f}")
+    ax.plot(grid, published.predict(grid), "--", color="C3",
+            label=f"{published.name}: {published.k:.3g} TPP^{published.a:.3f}")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out_stem)
+
+
+def plot_optimal_sparsity(law, N, compute, out_stem, flops_per_unit: float = 6.0) -> list[str]:
+    """Optimal sparsity against compute for fixed non-zeros N (a FrantarSparseLaw)."""
+    fig, ax = _axes(f"Optimal sparsity ({law.name})", "compute", "S_opt")
+    ax.set_xscale("log")
+    C = np.asarray(compute, float)
+    for i, n in enumerate(np.atleast_1d(N)):
+        s = [law.optimal_sparsity(n, c, flops_per_unit) for c in C]
+        ax.plot(C, s, color=f"C{i}", label=f"N={n:.2g} non-zeros")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    return save_figure(fig, out_stem)
+
+
+def plot_chinchilla_fit(law, N, D, loss, out_stem) -> list[str]:
+    """Observed vs predicted loss for a fitted Chinchilla-form law, with the y = x line."""
+    fig, ax = _axes(repr(law).split(": ", 1)[-1], "observed loss", "predicted loss")
+    obs = np.asarray(loss, float)
+    pred = law.predict(N, D)
+    ax.scatter(obs, pred, s=12, c=np.log10(np.asarray(N, float)), cmap="viridis")
+    lim = [min(obs.min(), pred.min()), max(obs.max(), pred.max())]
+    ax.plot(lim, lim, "k--", lw=1)
+    return save_figure(fig, out_stem)
