@@ -156,6 +156,8 @@ def weight_averaging(tx: optax.GradientTransformation, kind: str | None,
         wrapped = swa(tx, swa_horizon, swa_interval)
     else:
         raise ValueError(f"unknown weight averaging {kind!r}; valid: {AVERAGING} or None")
-    if diagnostics is not None:
-        diagnostics = (lambda d: lambda state: d(state.inner))(diagnostics)
+    inner_diagnostics = diagnostics
+    if inner_diagnostics is not None:
+        def diagnostics(state):
+            return inner_diagnostics(state.inner)
     return wrapped, diagnostics, lambda params, opt_state: averaged_params(opt_state, params)

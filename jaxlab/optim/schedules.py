@@ -135,15 +135,15 @@ def wsd(peak_lr: float, total_steps: int, warmup_steps: int, cooldown_steps: int
 SCHEDULES = ("constant", "cosine", "linear", "wsd")
 
 
-def _steps(value: int | float, total_steps: int, name: str) -> int:
+def _steps(value: float, total_steps: int, name: str) -> int:
     """``value`` < 1 is a fraction of ``total_steps``, otherwise a step count."""
     _check(value >= 0, f"{name} must be >= 0, got {value}")
-    return int(round(value * total_steps)) if value < 1 else int(value)
+    return round(value * total_steps) if value < 1 else int(value)
 
 
 @gin.configurable
 def make_schedule(peak_lr: float, total_steps: int, name: str = "cosine",
-                  warmup_steps: int | float = 0.05, final_fraction: float | None = None,
+                  warmup_steps: float = 0.05, final_fraction: float | None = None,
                   cooldown_shape: str = "1-sqrt", cooldown_fraction: float = 0.2,
                   cooldown_steps: int | None = None, decay_start_step: int | None = None,
                   warmup_init_fraction: float = 0.0) -> optax.Schedule:
@@ -193,6 +193,6 @@ def make_schedule(peak_lr: float, total_steps: int, name: str = "cosine",
         else:
             _check(0.0 <= cooldown_fraction <= 1.0,
                    f"cooldown_fraction must be in [0, 1], got {cooldown_fraction}")
-            n = int(round(cooldown_fraction * total_steps))
+            n = round(cooldown_fraction * total_steps)
         return wsd(peak_lr, total_steps, warmup, n, cooldown_shape, final, warmup_init_fraction)
     raise ValueError(f"unknown schedule {name!r}; valid: {SCHEDULES}")

@@ -53,7 +53,7 @@ def test_wsd_matches_formula(shape):
 def test_one_minus_sqrt_vs_linear_mid_cooldown():
     """Mid-cooldown (u = 1/2): 1-sqrt gives 1 - 1/sqrt(2) = 0.293 peak, linear 0.5 peak;
     1-sqrt drops faster early and is below linear everywhere inside the cooldown."""
-    kw = dict(name="wsd", warmup_steps=WARM, cooldown_steps=200)
+    kw = {"name": "wsd", "warmup_steps": WARM, "cooldown_steps": 200}
     lin = make_schedule(PEAK, TOTAL, cooldown_shape="linear", **kw)
     sq = make_schedule(PEAK, TOTAL, cooldown_shape="1-sqrt", **kw)
     assert lr(lin, 900) == pytest.approx(0.5 * PEAK, rel=1e-6)
@@ -112,13 +112,13 @@ def test_gin_configures_wsd():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(name="wsd", cooldown_shape="sqrt"), "cooldown_shape 'sqrt'"),
-    (dict(name="wsd", cooldown_fraction=1.5), r"cooldown_fraction must be in \[0, 1\], got 1.5"),
-    (dict(name="wsd", decay_start_step=5000), "decay_start_step=5000"),
-    (dict(name="wsd", decay_start_step=600, cooldown_steps=100), "must equal total_steps=1000"),
-    (dict(name="cosine", decay_start_step=600), "apply to name='wsd' only"),
-    (dict(name="step"), "unknown schedule 'step'"),
-    (dict(name="cosine", warmup_steps=1000), "must exceed warmup_steps=1000"),
+    ({"name": "wsd", "cooldown_shape": "sqrt"}, "cooldown_shape 'sqrt'"),
+    ({"name": "wsd", "cooldown_fraction": 1.5}, r"cooldown_fraction must be in \[0, 1\], got 1.5"),
+    ({"name": "wsd", "decay_start_step": 5000}, "decay_start_step=5000"),
+    ({"name": "wsd", "decay_start_step": 600, "cooldown_steps": 100}, "must equal total_steps=1000"),
+    ({"name": "cosine", "decay_start_step": 600}, "apply to name='wsd' only"),
+    ({"name": "step"}, "unknown schedule 'step'"),
+    ({"name": "cosine", "warmup_steps": 1000}, "must exceed warmup_steps=1000"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):

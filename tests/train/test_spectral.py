@@ -30,7 +30,7 @@ def _trained_mlp_weights():
     x = jax.random.normal(k[0], (512, 64))
     teacher = jnp.tanh(x @ jax.random.normal(k[1], (64, 32))) @ jax.random.normal(k[2], (32, 16))
     params = {"w1": jax.random.normal(k[3], (64, 256)) / 8, "w2": jax.random.normal(k[4], (256, 16)) / 16}
-    loss = lambda p: jnp.mean((jnp.tanh(x @ p["w1"]) @ p["w2"] - teacher) ** 2)  # noqa: E731
+    loss = lambda p: jnp.mean((jnp.tanh(x @ p["w1"]) @ p["w2"] - teacher) ** 2)
     tx = optax.adamw(1e-2, weight_decay=0.1)
 
     @jax.jit
