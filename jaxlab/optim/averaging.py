@@ -12,6 +12,8 @@ evaluation (``Optimizer.eval_params`` in the registry).
   the evaluated average and the next window starts empty. Until the first sample of a
   window the previous window's mean is evaluated (the raw parameters before any).
   Two parameter copies of memory, whatever ``horizon / interval``.
+
+Averages are kept in float32 whatever the parameter dtype and cast back when read.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def _new_params(params: Any, updates: Any) -> Any:
 
 
 def _copy(tree: Any) -> Any:
-    return jax.tree.map(jnp.array, tree)
+    """A float32 copy: a bf16 average could not absorb (1 - decay) sized increments."""
+    return jax.tree.map(lambda x: jnp.array(x, jnp.float32), tree)
 
 
 def ema(tx: optax.GradientTransformation, decay: float) -> optax.GradientTransformation:
@@ -66,7 +69,7 @@ def ema(tx: optax.GradientTransformation, decay: float) -> optax.GradientTransfo
     def update(updates, state, params=None, **extra):
         updates, inner = tx.update(updates, state.inner, params, **extra)
         new = _new_params(params, updates)
-        avg = jax.tree.map(lambda a, p: (decay * a + (1.0 - decay) * p).astype(a.dtype),
+        avg = jax.tree.map(lambda a, p: decay * a + (1.0 - decay) * p.astype(a.dtype),
                            state.avg, new)
         return updates, EmaState(inner, avg, state.count + 1)
 
@@ -96,7 +99,7 @@ def swa(tx: optax.GradientTransformation, horizon: int, interval: int = 1
         sample = t % interval == 0
         n = state.window_count + sample.astype(jnp.int32)
         weight = jnp.where(sample, 1.0 / jnp.maximum(n, 1), 0.0)
-        window = jax.tree.map(lambda a, p: (a + weight * (p - a)).astype(a.dtype),
+        window = jax.tree.map(lambda a, p: a + weight * (p.astype(a.dtype) - a),
                               state.window_avg, new)
         close = t % horizon == 0
         last = jax.tree.map(lambda l, w: jnp.where(close, w, l), state.last_avg, window)
@@ -130,9 +133,11 @@ def averaged_params(opt_state: Any, params: Any) -> Any:
         raise ValueError("opt_state holds no EMA/SWA state: build the optimizer with "
                          "build_optimizer.averaging = 'ema' or 'swa'")
     if isinstance(s, EmaState):
-        return s.avg
-    fallback = jax.tree.map(lambda l, p: jnp.where(s.has_last, l, p), s.last_avg, params)
-    return jax.tree.map(lambda w, f: jnp.where(s.window_count > 0, w, f), s.window_avg, fallback)
+        return jax.tree.map(lambda a, p: a.astype(p.dtype), s.avg, params)
+    return jax.tree.map(
+        lambda w, last, p: jnp.where(s.window_count > 0, w,
+                                     jnp.where(s.has_last, last, p)).astype(p.dtype),
+        s.window_avg, s.last_avg, params)
 
 
 AVERAGING = ("ema", "swa")

@@ -50,6 +50,23 @@ def test_swa_windows_hand_computed():
     np.testing.assert_allclose(params["w"], 0.2, rtol=1e-6)  # raw trajectory untouched
 
 
+def test_bf16_params_average_in_float32():
+    """decay 0.999: each step moves the average by 1e-3 of the gap, below bf16 resolution
+    near 1 (2^-8); the float32 average still tracks it, and reads back as bf16."""
+    tx = averaging.ema(optax.sgd(0.1), decay=0.999)
+    params = {"w": jnp.ones((2,), jnp.bfloat16)}
+    state = tx.init(params)
+    assert state.avg["w"].dtype == jnp.float32
+    expected = 1.0
+    for _ in range(3):
+        updates, state = tx.update({"w": jnp.ones((2,), jnp.bfloat16)}, state, params)
+        params = optax.apply_updates(params, updates)
+        expected = 0.999 * expected + 0.001 * float(params["w"][0])
+    np.testing.assert_allclose(state.avg["w"], expected, rtol=1e-6)
+    assert float(state.avg["w"][0]) < 1.0 - 1e-4  # a bf16 average would have stayed at 1
+    assert averaging.averaged_params(state, params)["w"].dtype == jnp.bfloat16
+
+
 def test_updates_are_those_of_the_inner_optimizer():
     p = {"w": jnp.arange(4.0)}
     g = {"w": jnp.array([1.0, -2.0, 3.0, 0.5])}
