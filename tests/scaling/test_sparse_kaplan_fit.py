@@ -1,0 +1,45 @@
+"""Frantar's sparse law and Kaplan's law: recovery of known constants from synthetic data."""
+import itertools
+
+import numpy as np
+import pytest
+
+from jaxlab.scaling.kaplan_fit import fit_kaplan
+from jaxlab.scaling.laws import KAPLAN_2020
+from jaxlab.scaling.sparse_law import FRANTAR_T5, fit_frantar, frantar_starts
+
+
+def _t5_grid():
+    rows = list(itertools.product([0.0, 0.5, 0.75, 0.875], np.geomspace(1e6, 1e9, 5),
+                                  np.geomspace(1e4, 1e6, 4)))
+    S, N, D = (np.array(c) for c in zip(*rows))
+    return S, N, D
+
+
+def test_frantar_fit_recovers_t5_constants():
+    S, N, D = _t5_grid()
+    L = FRANTAR_T5.predict(S, N, D)
+    fit = fit_frantar(S, N, D, L, starts_SxP=frantar_starts(128, seed=0))
+    assert fit.objective < 1e-14
+    for k in FRANTAR_T5.param_names:
+        assert getattr(fit.law, k) == pytest.approx(getattr(FRANTAR_T5, k), rel=2e-3), k
+    np.testing.assert_allclose(fit.law.capacity_multiplier([0.5, 0.75]),
+                               FRANTAR_T5.capacity_multiplier([0.5, 0.75]), rtol=1e-3)
+
+
+def test_frantar_fit_needs_several_sparsities():
+    S, N, D = _t5_grid()
+    m = S == 0
+    with pytest.raises(ValueError, match="2 distinct sparsities"):
+        fit_frantar(S[m], N[m], D[m], FRANTAR_T5.predict(S[m], N[m], D[m]))
+
+
+def test_kaplan_fit_recovers_constants():
+    rng = np.random.default_rng(0)
+    N = np.exp(rng.uniform(np.log(1e6), np.log(1e10), 60))
+    D = np.exp(rng.uniform(np.log(1e8), np.log(1e12), 60))
+    fit = fit_kaplan(N, D, KAPLAN_2020.predict(N, D))
+    assert fit.law.alpha_N == pytest.approx(KAPLAN_2020.alpha_N, rel=1e-4)
+    assert fit.law.alpha_D == pytest.approx(KAPLAN_2020.alpha_D, rel=1e-4)
+    assert fit.law.N_c == pytest.approx(KAPLAN_2020.N_c, rel=1e-3)
+    assert fit.law.D_c == pytest.approx(KAPLAN_2020.D_c, rel=1e-3)
