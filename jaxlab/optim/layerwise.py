@@ -100,14 +100,6 @@ def layerwise_rules(infos: Any, width: int | None = None, base_width: int = 128,
     return LayerwiseScales(lr=lr, wd=wd, width=d, base_width=base_width)
 
 
-def describe_rules(scales: LayerwiseScales, infos: Any) -> dict[str, tuple[float, float]]:
-    """``{label: (lr multiplier, wd multiplier)}`` (one row per label present), for logs."""
-    out = {}
-    for info, lr, wd in zip(infos_list(infos), jax.tree.leaves(scales.lr), jax.tree.leaves(scales.wd)):
-        out.setdefault(info.label, (lr, wd))
-    return out
-
-
 def _map_leafwise(fn, factors: Any, tree: Any) -> Any:
     """``fn(x, factor)`` on every array of ``tree``; ``factors`` (floats) is a prefix of it."""
     return jax.tree.map(lambda f, sub: jax.tree.map(lambda x: fn(x, f), sub), factors, tree)
