@@ -88,6 +88,7 @@ def test_same_optimum_as_scipy_lbfgsb_noisy():
     np.testing.assert_allclose(ours.theta, ref.theta, rtol=1e-4)
 
 
+@pytest.mark.slow  # ~7 s on the loaded 2-core machine (compiles the batched-weights solver)
 def test_bootstrap_intervals_cover_truth():
     N, D, L = _data(HOFFMANN_2022, 0.01, seed=1)
     boot = bootstrap_chinchilla(N, D, L, n_boot=32, seed=0, level=0.95)
