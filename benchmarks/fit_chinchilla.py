@@ -47,8 +47,8 @@ def main() -> int:
     rel = abs(ours.objective - ref.objective) / abs(ref.objective)
     lines = [
         "Chinchilla fit, Besiroglu procedure: 4,500 starts, 240 points, Huber delta 1e-3 (sum)",
-        f"device: {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores); jax {jax.__version__}, numpy {np.__version__}",
+        (f"device: {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}, "
+         f"{os.cpu_count()} cores); jax {jax.__version__}, numpy {np.__version__}"),
         f"jaxlab first call (incl. XLA compile): {t_cold:8.2f} s",
         f"jaxlab warm call:                      {t_warm:8.2f} s",
         f"scipy L-BFGS-B loop (analytic grad):   {t_scipy:8.2f} s",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["positive_array", "finite_array", "require_points", "same_length"]
+__all__ = ["finite_array", "positive_array", "require_points", "same_length"]
 
 
 def _first_bad(x: np.ndarray, bad: np.ndarray) -> str:

@@ -28,14 +28,14 @@ from jaxlab.scaling.laws import AverageParamLaw, ChinchillaLaw
 from jaxlab.scaling.multistart import MultiStartResult, huber, minimize_multistart
 
 __all__ = [
+    "ChinchillaFit",
     "besiroglu_grid",
+    "bootstrap_chinchilla",
     "chinchilla_objective",
     "chinchilla_value_and_grad",
-    "ChinchillaFit",
+    "fit_average_param_law",
     "fit_chinchilla",
     "fit_chinchilla_scipy",
-    "bootstrap_chinchilla",
-    "fit_average_param_law",
 ]
 
 HUBER_DELTA = 1e-3

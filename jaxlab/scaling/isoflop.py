@@ -17,7 +17,7 @@ from jaxlab.scaling.checks import positive_array, require_points, same_length
 from jaxlab.scaling.laws import PowerLaw
 from jaxlab.scaling.power_law_fit import fit_pure_power_law
 
-__all__ = ["IsoflopParabola", "fit_isoflop_parabola", "fit_isoflop", "IsoflopFit"]
+__all__ = ["IsoflopFit", "IsoflopParabola", "fit_isoflop", "fit_isoflop_parabola"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from jaxlab.scaling.checks import positive_array, require_points, same_length
 from jaxlab.scaling.laws import KaplanLaw
 from jaxlab.scaling.multistart import huber, minimize_multistart
 
-__all__ = ["fit_kaplan", "KaplanFit"]
+__all__ = ["KaplanFit", "fit_kaplan"]
 
 
 def kaplan_objective(theta_4, logN_n, logD_n, logL_n, delta):

@@ -27,18 +27,18 @@ from scipy import optimize
 from jaxlab.scaling.checks import positive_array
 
 __all__ = [
+    "BESIROGLU_2024",
+    "HOFFMANN_2022",
+    "KAPLAN_2020",
+    "MOONLIGHT_ADAMW",
+    "MOONLIGHT_MUON",
+    "POWER_LINES_BATCH",
+    "POWER_LINES_TAU",
+    "AverageParamLaw",
     "ChinchillaLaw",
     "KaplanLaw",
-    "SaturatingPowerLaw",
     "PowerLaw",
-    "AverageParamLaw",
-    "HOFFMANN_2022",
-    "BESIROGLU_2024",
-    "KAPLAN_2020",
-    "MOONLIGHT_MUON",
-    "MOONLIGHT_ADAMW",
-    "POWER_LINES_TAU",
-    "POWER_LINES_BATCH",
+    "SaturatingPowerLaw",
     "numeric_compute_optimal",
 ]
 
@@ -60,7 +60,7 @@ def numeric_compute_optimal(
     c = float(compute) / flops_per_param_token
     if not c > 1:
         raise ValueError(f"compute must exceed {flops_per_param_token} FLOPs, got {compute!r}")
-    f = lambda ln: float(loss_fn(math.exp(ln), c / math.exp(ln)))  # noqa: E731
+    f = lambda ln: float(loss_fn(math.exp(ln), c / math.exp(ln)))
     grid = np.linspace(0.0, math.log(c), 401)
     vals = np.array([f(g) for g in grid])
     i = int(np.argmin(vals))

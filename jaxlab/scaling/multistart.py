@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["huber", "MultiStartResult", "minimize_multistart"]
+__all__ = ["MultiStartResult", "huber", "minimize_multistart"]
 
 _ARMIJO_C1 = 1e-4
 _WOLFE_C2 = 0.9
@@ -214,13 +214,13 @@ def _tick_one(st, vg, gtol, ftol, max_iter):
 @functools.partial(jax.jit, static_argnames=("vg_fn", "n_ticks", "max_iter"))
 def _ticks(vg_fn, state, batched, args, gtol, ftol, *, n_ticks, max_iter):
     def one(st, per):
-        vg = lambda x: vg_fn(x, *per, *args)  # noqa: E731
+        vg = lambda x: vg_fn(x, *per, *args)
         return jax.lax.fori_loop(0, n_ticks, lambda _, s: _tick_one(s, vg, gtol, ftol, max_iter), st)
 
     return jax.vmap(one)(state, batched)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _autodiff(fun):
     return jax.value_and_grad(fun)
 

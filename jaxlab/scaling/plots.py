@@ -13,8 +13,14 @@ from matplotlib.figure import Figure
 
 from jaxlab.scaling.laws import POWER_LINES_TAU, PowerLaw
 
-__all__ = ["save_figure", "plot_loss_vs_compute", "plot_isoflop", "plot_tau_vs_tpp",
-           "plot_optimal_sparsity", "plot_chinchilla_fit"]
+__all__ = [
+    "plot_chinchilla_fit",
+    "plot_isoflop",
+    "plot_loss_vs_compute",
+    "plot_optimal_sparsity",
+    "plot_tau_vs_tpp",
+    "save_figure",
+]
 
 
 def save_figure(fig: Figure, out_stem: str | os.PathLike) -> list[str]:

@@ -23,11 +23,11 @@ from jaxlab.scaling.laws import PowerLaw, SaturatingPowerLaw
 from jaxlab.scaling.multistart import huber, minimize_multistart
 
 __all__ = [
-    "PowerLawFit",
-    "fit_saturating_power_law",
-    "fit_pure_power_law",
-    "fit_power_law_in_compute",
     "MIN_POINTS_SATURATING",
+    "PowerLawFit",
+    "fit_power_law_in_compute",
+    "fit_pure_power_law",
+    "fit_saturating_power_law",
 ]
 
 MIN_POINTS_SATURATING = 5  # 3 constants + 2 degrees of freedom before "auto" trusts E

@@ -21,7 +21,7 @@ from jaxlab.scaling.sparse_law import fit_frantar
 from jaxlab.scaling.speedup import compute_ratio_at_equal_loss
 from jaxlab.scaling.weight_decay_fit import fit_tau_law, tau_opt_from_sweep
 
-__all__ = ["markdown_table", "laws_table", "optimizer_comparison", "write_fit_report", "LAWS"]
+__all__ = ["LAWS", "laws_table", "markdown_table", "optimizer_comparison", "write_fit_report"]
 
 LAWS = ("chinchilla", "avg-params", "kaplan", "sparse", "power-law", "isoflop", "tau")
 
@@ -97,7 +97,7 @@ def write_fit_report(df, law: str, out_dir, *, loss_col: str = "final_val_loss",
         raise ValueError(f"loss column {loss_col!r} missing; available: {list(df.columns)}")
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, law.replace("-", "_"))
-    report: dict = {"law": law, "n_runs": int(len(df)), "loss_col": loss_col,
+    report: dict = {"law": law, "n_runs": len(df), "loss_col": loss_col,
                     "excluded_runs": [list(x) for x in df.attrs.get("excluded", [])]}
     md = [f"# Fit report: {law}\n", f"{len(df)} runs, loss column `{loss_col}`.\n"]
     plot_paths: list[str] = []

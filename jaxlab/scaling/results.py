@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["load_runs", "summaries_to_frame", "load_metrics", "find_run_dirs", "COLUMNS"]
+__all__ = ["COLUMNS", "find_run_dirs", "load_metrics", "load_runs", "summaries_to_frame"]
 
 # table column -> summary.json key
 _FIELDS = {

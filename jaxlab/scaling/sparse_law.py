@@ -22,7 +22,7 @@ from scipy import optimize
 from jaxlab.scaling.checks import finite_array, positive_array, require_points, same_length
 from jaxlab.scaling.multistart import huber, minimize_multistart
 
-__all__ = ["FrantarSparseLaw", "FRANTAR_T5", "FRANTAR_VIT", "fit_frantar", "SparseFit"]
+__all__ = ["FRANTAR_T5", "FRANTAR_VIT", "FrantarSparseLaw", "SparseFit", "fit_frantar"]
 
 
 def _sparsity(S) -> np.ndarray:
@@ -78,7 +78,7 @@ class FrantarSparseLaw:
         """argmin over S in [0, s_max] of `loss_at_compute(S, N, C)` for scalar N and C."""
         N = float(positive_array("N", N))
         C = float(positive_array("C", C))
-        f = lambda s: float(self.loss_at_compute(s, N, C, flops_per_unit))  # noqa: E731
+        f = lambda s: float(self.loss_at_compute(s, N, C, flops_per_unit))
         grid = np.linspace(0.0, s_max, 1001)
         vals = np.array([f(s) for s in grid])
         i = int(np.argmin(vals))

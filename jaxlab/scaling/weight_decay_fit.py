@@ -15,7 +15,7 @@ from jaxlab.scaling.checks import positive_array, require_points, same_length
 from jaxlab.scaling.laws import PowerLaw
 from jaxlab.scaling.power_law_fit import fit_pure_power_law
 
-__all__ = ["timescale", "TauOpt", "tau_opt_from_sweep", "fit_tau_law"]
+__all__ = ["TauOpt", "fit_tau_law", "tau_opt_from_sweep", "timescale"]
 
 
 def timescale(B, lr, wd, D) -> np.ndarray:

@@ -3,9 +3,13 @@ import numpy as np
 import pytest
 import scipy.special
 
-from jaxlab.scaling.chinchilla_fit import (besiroglu_grid, bootstrap_chinchilla,
-                                           fit_average_param_law, fit_chinchilla,
-                                           fit_chinchilla_scipy)
+from jaxlab.scaling.chinchilla_fit import (
+    besiroglu_grid,
+    bootstrap_chinchilla,
+    fit_average_param_law,
+    fit_chinchilla,
+    fit_chinchilla_scipy,
+)
 from jaxlab.scaling.laws import BESIROGLU_2024, HOFFMANN_2022
 from jaxlab.scaling.multistart import huber, minimize_multistart
 

@@ -33,7 +33,7 @@ def test_isoflop_recovers_chinchilla_allocation():
 
 
 def test_isoflop_robust_fit_ignores_an_outlier():
-    N, C, L = _isoflop_runs([1e20])
+    N, _, L = _isoflop_runs([1e20])
     L = L.copy()
     L[2] += 0.3
     # One crashed-looking run 0.3 nats high bends the least-squares parabola upside down.

@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from jaxlab.scaling.laws import (BESIROGLU_2024, HOFFMANN_2022, KAPLAN_2020, POWER_LINES_TAU,
-                                 AverageParamLaw, SaturatingPowerLaw, numeric_compute_optimal)
+from jaxlab.scaling.laws import (
+    BESIROGLU_2024,
+    HOFFMANN_2022,
+    KAPLAN_2020,
+    POWER_LINES_TAU,
+    AverageParamLaw,
+    SaturatingPowerLaw,
+    numeric_compute_optimal,
+)
 from jaxlab.scaling.sparse_law import FRANTAR_T5, FRANTAR_VIT
 
 

@@ -4,8 +4,11 @@ import pandas as pd
 import pytest
 
 from jaxlab.scaling.laws import MOONLIGHT_ADAMW, MOONLIGHT_MUON, SaturatingPowerLaw
-from jaxlab.scaling.power_law_fit import (fit_power_law_in_compute, fit_pure_power_law,
-                                          fit_saturating_power_law)
+from jaxlab.scaling.power_law_fit import (
+    fit_power_law_in_compute,
+    fit_pure_power_law,
+    fit_saturating_power_law,
+)
 from jaxlab.scaling.speedup import compute_ratio_at_equal_loss, effective_data_speedup
 
 TRUE = SaturatingPowerLaw(E=2.0, A=3.0e3, alpha=0.25)

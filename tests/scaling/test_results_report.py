@@ -101,7 +101,8 @@ def test_chinchilla_report_from_table(tmp_path):
     D = np.exp(rng.uniform(np.log(1e9), np.log(2e12), 240))
     df = pd.DataFrame({"N": N, "D": D, "final_val_loss": BESIROGLU_2024.predict(N, D)})
     paths = write_fit_report(df, "chinchilla", tmp_path)
-    rep = json.loads(open(paths["json"]).read())
+    with open(paths["json"]) as f:
+        rep = json.load(f)
     assert rep["fit"]["alpha"] == pytest.approx(BESIROGLU_2024.alpha, rel=1e-5)
     assert rep["fit"]["n_starts"] == 4500
     assert all(os.path.exists(p) for p in paths["plots"])
