@@ -6,7 +6,7 @@ leaf, and a step counter; being plain arrays in the optimizer state, masks are
 checkpointed and restored (onto any mesh) with it. Each update ``t``:
 
 1. at a schedule event, recompute the masks from the scores of the live weights (the
-   masks only shrink) and zero the inner optimizer's moments at pruned entries, so that
+   masks only shrink); zero the inner optimizer's moments at pruned entries, so that
    nothing about a pruned weight survives in the inner state (for Muon this matters: the
    whole momentum matrix is orthogonalised);
 2. mask the gradients, run the inner transformation;
@@ -173,13 +173,14 @@ def prune(inner: optax.GradientTransformation, infos: Any, spec: PruneSpec,
         step = state.count
 
         def on_event(operand):
-            old, _, inner_state = operand
-            new, nnz = compute_masks(plans, spec, step, p_leaves, g_leaves, old)
-            return new, nnz, zero_param_moments(inner_state, params, plans, new)
+            return compute_masks(plans, spec, step, p_leaves, g_leaves, operand[0])
 
-        masks, nnz, inner_state = jax.lax.cond(
-            jnp.asarray(spec.schedule.is_event(step)), on_event, lambda operand: operand,
-            (state.masks, state.nonzeros, state.inner_state))
+        masks, nnz = jax.lax.cond(jnp.asarray(spec.schedule.is_event(step)), on_event,
+                                  lambda operand: operand, (state.masks, state.nonzeros))
+        # Unconditional but free: a no-op off events (moments there are already 0), and
+        # XLA fuses it into the inner update. Inside the cond it would copy the whole
+        # inner state every step.
+        inner_state = zero_param_moments(state.inner_state, params, plans, masks)
         by_index = {p.index: m for p, m in zip(plans, masks)}
         masked = [masks_lib.apply_mask(g, by_index[i]) if i in by_index else g
                   for i, g in enumerate(g_leaves)]
