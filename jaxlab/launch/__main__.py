@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="parallel runs (default: sweep.workers, else 1)")
     p.add_argument("--threads_per_run", type=int, default=None,
                    help="CPU threads per run (default: cores / workers)")
+    p.add_argument("--pin", action="store_true",
+                   help="local: pin each worker to its own cores (for a machine of your own)")
+    p.add_argument("--no_compile_cache", action="store_true",
+                   help="do not share a JAX compilation cache between the sweep's runs")
     p.add_argument("--ray_address", default=None, help="Ray cluster (default: $RAY_ADDRESS or "
                    "a new local instance)")
     p.add_argument("--dry_run", action="store_true", help="print the run table and exit")
@@ -79,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     from jaxlab.launch.runner import launch
 
     if args.backend == "local":
-        options = {"workers": workers, "threads_per_run": threads}
+        options = {"workers": workers, "threads_per_run": threads, "pin": args.pin}
     else:
         options = {"address": args.ray_address, "resources": plan.setting("ray_resources"),
                    "threads_per_run": threads, "workers": args.workers}
     t0 = time.perf_counter()
-    counts = launch(plan, args.backend, **options)
+    counts = launch(plan, args.backend, compile_cache=not args.no_compile_cache, **options)
     print(f"launcher wall time {time.perf_counter() - t0:.0f}s")
     if args.report:
         from jaxlab.launch.report import make_report

@@ -13,7 +13,11 @@ An expression (the quoted value of ``derived.KEY = '...'`` in a sweep file) may 
 * functions: :data:`FUNCTIONS`, and every public function of
   :mod:`jaxlab.scaling.hyperparams` as ``hp.NAME(...)`` when that module exists.
 
-Example: ``derived.TrainConfig.steps = 'ceil(tokens_per_param * N / batch_tokens)'``.
+Examples::
+
+    derived.TrainConfig.steps = 'ceil(tokens_per_param * N / batch_tokens)'
+    derived.adamw.weight_decay = 'hp.weight_decay_for_timescale(tau, lr, batch_tokens, steps * batch_tokens)'
+
 """
 
 from __future__ import annotations
@@ -24,23 +28,10 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
-
-def weight_decay_for_timescale(tau: float, lr: float, steps: float) -> float:
-    """AdamW weight decay whose EMA timescale spans a fraction ``tau`` of training.
-
-    tau_iter = 1 / (lr * wd) steps and tau = tau_iter / steps (Wang & Aitchison arXiv
-    2405.13698), so wd = 1 / (lr * tau * steps).
-    """
-    if min(tau, lr, steps) <= 0:
-        raise ValueError(f"tau, lr and steps must be > 0, got {tau}, {lr}, {steps}")
-    return 1.0 / (lr * tau * steps)
-
-
 FUNCTIONS: dict[str, Callable] = {
     "ceil": math.ceil, "floor": math.floor, "round": round, "int": int, "float": float,
     "min": min, "max": max, "abs": abs, "sqrt": math.sqrt, "exp": math.exp,
     "log": math.log, "log2": math.log2, "log10": math.log10,
-    "weight_decay_for_timescale": weight_decay_for_timescale,
 }
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,

@@ -105,11 +105,12 @@ def outcome(returncode: int, summary: dict | None, log: Path) -> tuple[str, str 
 
 
 def execute(run: dict, run_dir: str | Path, threads: int = 1, cpus: list[int] | None = None,
-            python: str | None = None) -> dict:
+            python: str | None = None, env: dict[str, str] | None = None) -> dict:
     """Trains (or resumes) ``run`` in ``run_dir``; returns its result.
 
     The result: ``{"run_id", "status", "returncode", "error", "summary",
     "resumed_from", "wall_s"}`` with status done, diverged, failed or interrupted.
+    ``env`` adds variables to the training process's environment (already set ones win).
     """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +128,7 @@ def execute(run: dict, run_dir: str | Path, threads: int = 1, cpus: list[int] | 
                       f"cpus={cpus} resume_from={resumed_from}\n{shlex.join(cmd)}\n")
             out.flush()
             proc = subprocess.Popen(wrapper, stdout=out, stderr=subprocess.STDOUT,
-                                    env=train_env(threads), pass_fds=(fd,))
+                                    env={**(env or {}), **train_env(threads)}, pass_fds=(fd,))
             try:
                 rc = proc.wait()
             except BaseException:

@@ -57,9 +57,16 @@ def register(plan: Plan, store: Store) -> None:
                              "study": plan.spec.study, "runs": [r.run_id for r in plan.runs]})
 
 
-def todo(plan: Plan, store: Store) -> list[Job]:
-    """Runs not yet finished; finished ones found on disk are recorded in the store."""
+def todo(plan: Plan, store: Store, compile_cache: bool | str | Path = True) -> list[Job]:
+    """Runs not yet finished; finished ones found on disk are recorded in the store.
+
+    With ``compile_cache`` (True, or a folder), runs share JAX's persistent compilation
+    cache, by default in ``<sweep dir>/.jax_cache``: a resumed run, a repeated seed or
+    the same sweep on another backend skips recompiling (~4 s of a 10 s tiny CPU run).
+    """
     rows = {r["run_id"]: r for r in store.rows()}
+    cache = plan.sweep_dir / ".jax_cache" if compile_cache is True else compile_cache
+    env = {"JAX_COMPILATION_CACHE_DIR": str(Path(cache).resolve())} if cache else {}
     jobs = []
     for run in plan.runs:
         run_dir = plan.run_dir(run)
@@ -69,19 +76,19 @@ def todo(plan: Plan, store: Store) -> list[Job]:
             if rows[run.run_id]["status"] != disk:
                 store.finish(run.run_id, disk, summary)
             continue
-        jobs.append(Job(run.to_json(), run_dir.resolve()))
+        jobs.append(Job(run.to_json(), run_dir.resolve(), env))
     return jobs
 
 
 def launch(plan: Plan, backend: str = "local", log: Callable[[str], None] = print,
-           **backend_options) -> dict[str, int]:
+           compile_cache: bool | str | Path = True, **backend_options) -> dict[str, int]:
     """Runs every unfinished run of ``plan``; returns the store's count per status."""
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     lock = _launcher_lock(plan.sweep_dir)
     try:
         store = store_of(plan)
         register(plan, store)
-        jobs = todo(plan, store)
+        jobs = todo(plan, store, compile_cache)
         resuming = sum(job_lib.latest_checkpoint(j.run_dir) is not None for j in jobs)
         log(f"sweep {plan.sweep_dir}: {len(plan.runs)} runs, "
             f"{len(plan.runs) - len(jobs)} finished, {len(jobs)} to run "

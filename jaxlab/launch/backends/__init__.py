@@ -13,10 +13,12 @@ BACKENDS = ("local", "ray")
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """A run to execute: its ``RunSpec.to_json()`` and its directory."""
+    """A run to execute: its ``RunSpec.to_json()``, its directory and extra environment
+    variables of its training process."""
 
     run: dict
     run_dir: Path
+    env: dict = dataclasses.field(default_factory=dict)
 
     @property
     def run_id(self) -> str:

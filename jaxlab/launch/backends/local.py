@@ -23,8 +23,8 @@ def cpu_slots(workers: int, threads_per_run: int | None = None,
               cpus: list[int] | None = None) -> tuple[int, list[list[int] | None]]:
     """(threads per run, cores of each worker slot).
 
-    By default the cores are split evenly between workers and each worker is pinned to
-    its own cores; when workers x threads exceed the cores, nothing is pinned.
+    The cores are split evenly between workers; each slot lists its own cores (None,
+    no pinning, when workers x threads exceed the cores).
     """
     cpus = cpus if cpus is not None else available_cpus()
     if workers < 1:
@@ -36,19 +36,26 @@ def cpu_slots(workers: int, threads_per_run: int | None = None,
 
 
 class LocalBackend:
-    """Runs jobs in ``workers`` parallel training subprocesses on this machine."""
+    """Runs jobs in ``workers`` parallel training subprocesses on this machine.
+
+    Each run uses ``threads_per_run`` threads (default: cores // workers). ``pin=True``
+    also pins each worker to its own cores (``taskset``-style). That can help on a
+    machine of one's own; on the shared 2-core machine pinned tiny runs took about twice
+    as long as unpinned ones (not a controlled comparison: the scheduler cannot move a
+    pinned run off a core another user keeps busy), so it is off by default.
+    """
 
     name = "local"
 
     def __init__(self, workers: int = 1, threads_per_run: int | None = None,
-                 pin: bool = True, python: str | None = None):
+                 pin: bool = False, python: str | None = None):
         self.workers = workers
         self.threads, slots = cpu_slots(workers, threads_per_run)
         self.slots = slots if pin else [None] * workers
         self.python = python
 
     def describe(self) -> str:
-        pinned = ", ".join(str(s) for s in self.slots)
+        pinned = ", ".join(str(s) for s in self.slots) if any(self.slots) else "not pinned"
         return f"local: {self.workers} worker(s) x {self.threads} thread(s), cores {pinned}"
 
     def run(self, jobs: list[Job], on_start: OnStart, on_finish: OnFinish) -> None:
@@ -61,7 +68,7 @@ class LocalBackend:
             try:
                 on_start(j, job_lib.latest_checkpoint(j.run_dir), f"local:{slot}")
                 return job_lib.execute(j.run, j.run_dir, self.threads, self.slots[slot],
-                                       self.python)
+                                       self.python, j.env)
             except Exception as e:  # noqa: BLE001  (the sweep goes on; the run is recorded failed)
                 return job_lib.launch_failure(j.run, e)
             finally:

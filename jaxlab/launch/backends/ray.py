@@ -20,10 +20,10 @@ TASK_OPTIONS = ("num_cpus", "num_gpus", "memory", "resources", "accelerator_type
                 "max_retries", "scheduling_strategy", "runtime_env")
 
 
-def _execute_task(run: dict, run_dir: str, threads: int) -> dict:
+def _execute_task(run: dict, run_dir: str, threads: int, env: dict) -> dict:
     """Ray task body: trains ``run``; never raises, so one bad run cannot stop the sweep."""
     try:
-        return job_lib.execute(run, run_dir, threads)
+        return job_lib.execute(run, run_dir, threads, env=env)
     except Exception as e:  # noqa: BLE001  (recorded as a failed run)
         return job_lib.launch_failure(run, e)
 
@@ -64,7 +64,7 @@ class RayBackend:
                 while pending and len(running) < limit:
                     j = pending.pop(0)
                     on_start(j, job_lib.latest_checkpoint(j.run_dir), "ray")
-                    running[task.remote(j.run, str(j.run_dir), self.threads)] = j
+                    running[task.remote(j.run, str(j.run_dir), self.threads, j.env)] = j
                 done, _ = ray.wait(list(running), num_returns=1)
                 for ref in done:
                     on_finish(running.pop(ref), ray.get(ref))
