@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m jaxlab.demo
+	$(PY) -m jaxlab.launch --sweep experiments/muon_vs_adamw/sweep.gin --preset smoke --report
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) -m "not slow"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 COMMANDS = ("launch", "status", "report")
 
@@ -48,9 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 def _print_report(out: dict) -> None:
     for line in out.get("lines", []):
         print(line)
-    print(f"report: {out['report']}")
+    print(f"report: {Path(out['report']).resolve()}")
     for plot in out.get("plots", []):
-        print(f"plot:   {plot}")
+        print(f"plot:   {Path(plot).resolve()}")
 
 
 def main(argv: list[str] | None = None) -> int:

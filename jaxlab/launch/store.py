@@ -155,13 +155,14 @@ class Store:
         return {s: got.get(s, 0) for s in STATUSES}
 
     def dataframe(self):
-        """Rows as a pandas DataFrame with one column per label (axis) and figure."""
+        """Rows as a pandas DataFrame: the columns of :meth:`rows` (``summary`` holds the
+        run's ``summary.json`` dict) plus ``axis.<name>`` per axis label."""
         import pandas as pd
 
         rows = self.rows()
         flat = []
         for r in rows:
-            d = {k: v for k, v in r.items() if k not in ("summary",)}
+            d = dict(r)
             for axis, label in (r["labels"] or {}).items():
                 d[f"axis.{axis}"] = label
             flat.append(d)
