@@ -31,7 +31,9 @@ import optax
 from jaxlab.optim import averaging as averaging_lib
 from jaxlab.optim import layerwise as layerwise_lib
 from jaxlab.optim import partition
+from jaxlab.optim.muon import muon_factory
 from jaxlab.optim.schedules import make_schedule
+from jaxlab.optim.trasmuon import trasmuon_factory
 from jaxlab.sparse.training import maybe_prune
 
 Factory = Callable[..., Any]
@@ -98,6 +100,8 @@ def adamw(infos, lr, make_lr, weight_decay: float = 0.1, b1: float = 0.9, b2: fl
 
 
 register("adamw")(adamw)
+register("muon")(muon_factory)
+register("trasmuon")(trasmuon_factory)
 
 
 @gin.configurable(denylist=["params", "total_steps"])
@@ -119,7 +123,6 @@ def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
       averaging: ``'ema'`` or ``'swa'`` (gin ``weight_averaging.*``) keeps averaged
         parameters in the optimizer state and sets ``eval_params``; None: off.
     """
-    _import_optional_optimizers()
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; valid: {sorted(OPTIMIZERS)}")
     infos = partition.describe_params(params, label_overrides)
@@ -161,12 +164,5 @@ def _on_chain_member(diagnostics, index: int):
 
 
 def _import_optional_optimizers() -> None:
-    """Imports modules that register more optimizers (Muon, TrasMuon) when present."""
-    import importlib
-
-    for module in ("jaxlab.optim.muon", "jaxlab.optim.trasmuon"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
+    """Kept for callers: every optimizer (adamw, muon, trasmuon) now registers when this
+    module is imported."""

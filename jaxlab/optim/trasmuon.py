@@ -1,0 +1,258 @@
+"""TrasMuon (arXiv 2602.13498): Muon's direction, magnitude from RMS calibration and an
+energy-based trust region. A RECONSTRUCTION.
+
+Only the abstract of arXiv 2602.13498 is public: TrasMuon keeps Muon's orthogonal
+direction and restores magnitude with (i) global RMS calibration and (ii) trust-region
+clipping defined by relative energy ratios. Everything below the abstract level is
+reconstructed (jaxlab REFERENCE.md section 2) and every choice is an option. Per matrix
+``W (fan_in, fan_out)`` with gradient ``G``::
+
+    M  = b1 M + (1 - b1) G                       momentum (Nesterov optional)
+    O  = NS(M)                                   Newton-Schulz, as in Muon
+    v  = b2 v + (1 - b2) mean_over_fan_in(O^2)   one value per output neuron (v_axis)
+    B  = O / sqrt(v + eps)
+    U  = B sqrt(fan_in fan_out) / (||B||_F + eps)   global RMS calibration: RMS(U) = 1
+    E  = sum_over_fan_out(M^2)                   energy per input feature (energy_axis)
+    Eref = median(E) at step 1, else bE Eref + (1 - bE) median(E)
+    r  = E / (Eref + eps)
+    c  = clip(g(r), c_min, 1)     soft:  g = 1 / (1 + alpha log(1 + r))
+                                  gated: g = 1 if r <= tau else 1 / (1 + alpha log(1 + r / tau))
+    W <- W - lr (scale U c) - lr wd W
+
+Reconstructed (not from the paper): the axes of ``v`` and ``E``, the median reference and
+its EMA, both gate shapes and their constants (alpha 1, c_min 0.1, tau 1), the optional
+EMA of ``c`` (0.9), no bias correction of ``v`` (the calibration divides any common scale
+out), and ``scale`` (``moonlight``: RMS 0.2 to match AdamW, as Muon's Moonlight scale).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxlab.optim.matrix_stacking import orthogonalize_leaves
+from jaxlab.optim.muon import (
+    decoupled_weight_decay,
+    find_state,
+    make_ns_fn,
+    matrix_infos,
+    with_adamw_for_the_rest,
+)
+from jaxlab.optim.partition import MATRIX, ParamInfo
+
+GATES = ("soft", "gated")
+AXES = ("fan_in", "fan_out")
+
+
+class TrasMuonState(NamedTuple):
+    """``mu`` params-shaped momentum; per matrix leaf (tuples in leaf order): ``v``
+    ``(num_matrices, n_v)``, ``eref`` ``(num_matrices,)``, ``c`` ``(num_matrices, n_E)``
+    (EMA of the clip factor, ones when off); ``stats`` scalars of the last step."""
+
+    count: jax.Array
+    mu: Any
+    v: tuple
+    eref: tuple
+    c: tuple
+    stats: dict[str, jax.Array]
+
+
+def rms_scale(info: ParamInfo, update_scale: str | float, rms_target: float = 0.2) -> float:
+    """Multiplier of the RMS-1 update ``U c``: ``moonlight`` -> ``rms_target``;
+    ``keller`` -> the RMS Keller-scaled Muon has on a full-rank matrix,
+    ``sqrt(max(1, fan_out / fan_in) / max(fan_in, fan_out))``; ``none`` -> 1; float -> it."""
+    if isinstance(update_scale, (int, float)) and not isinstance(update_scale, bool):
+        return float(update_scale)
+    if update_scale == "moonlight":
+        return rms_target
+    if update_scale == "keller":
+        return math.sqrt(max(1.0, info.fan_out / info.fan_in) / max(info.fan_in, info.fan_out))
+    if update_scale == "none":
+        return 1.0
+    raise ValueError(f"unknown update_scale {update_scale!r}; valid: 'moonlight', 'keller', "
+                     "'none' or a float")
+
+
+def clip_factor(r: jax.Array, gate: str = "soft", alpha: float = 1.0, tau: float = 1.0,
+                c_min: float = 0.1) -> jax.Array:
+    """Trust-region factor ``clip(g(r), c_min, 1)`` of relative energies ``r >= 0``."""
+    if gate == "soft":
+        g = 1.0 / (1.0 + alpha * jnp.log1p(r))
+    elif gate == "gated":
+        g = jnp.where(r <= tau, 1.0, 1.0 / (1.0 + alpha * jnp.log1p(r / tau)))
+    else:
+        raise ValueError(f"unknown gate {gate!r}; valid: {GATES}")
+    return jnp.clip(g, c_min, 1.0)
+
+
+def _axis(name: str, what: str) -> int:
+    """Matrix axis of ``(N, fan_in, fan_out)`` that carries one value per neuron."""
+    if name not in AXES:
+        raise ValueError(f"{what}={name!r}; valid: {AXES}")
+    return 1 if name == "fan_in" else 2
+
+
+def scale_by_trasmuon(infos: Any, *, b1: float = 0.95, b2: float = 0.95, b_energy: float = 0.95,
+                      nesterov: bool = False, alpha: float = 1.0, c_min: float = 0.1,
+                      tau: float = 1.0, gate: str = "soft", eps: float = 1e-8,
+                      v_axis: str = "fan_out", energy_axis: str = "fan_in",
+                      c_ema: float | None = None, update_scale: str | float = "moonlight",
+                      rms_target: float = 0.2, stack: bool = True, shard: bool = True,
+                      **ns_kwargs) -> optax.GradientTransformation:
+    """TrasMuon's update ``scale U c`` for the matrix leaves (others masked out).
+
+    Args:
+      infos: ParamInfo tree of the params.
+      b1, b2, b_energy: EMA rates of momentum, ``v`` and the reference energy.
+      nesterov: orthogonalise ``b1 M + (1 - b1) G`` instead of ``M``.
+      alpha, c_min, tau, gate: the trust-region gate (:func:`clip_factor`).
+      eps: in ``sqrt(v + eps)``, the calibration and the ratio.
+      v_axis: ``'fan_out'`` (one ``v`` per output neuron, mean over fan_in) or ``'fan_in'``.
+      energy_axis: ``'fan_in'`` (energy per input feature, sum over fan_out) or ``'fan_out'``.
+      c_ema: EMA rate of ``c`` (e.g. 0.9), None: off.
+      update_scale, rms_target: see :func:`rms_scale`.
+      ns_kwargs: Newton-Schulz settings (:func:`jaxlab.optim.muon.make_ns_fn`).
+    """
+    mats = matrix_infos(infos)
+    ns_fn = make_ns_fn(**ns_kwargs)
+    v_ax, e_ax = _axis(v_axis, "v_axis"), _axis(energy_axis, "energy_axis")
+    clip_factor(jnp.zeros(()), gate)  # validates the gate name
+    scales = [rms_scale(i, update_scale, rms_target) for i in mats]
+
+    def per_neuron(info: ParamInfo, ax: int) -> tuple[int, int]:
+        return (info.num_matrices, info.fan_in if ax == 1 else info.fan_out)
+
+    def init(params):
+        mu = jax.tree.map(jnp.zeros_like, params)
+        f32 = jnp.float32
+        return TrasMuonState(
+            count=jnp.zeros((), jnp.int32), mu=mu,
+            v=tuple(jnp.zeros(per_neuron(i, v_ax), f32) for i in mats),
+            eref=tuple(jnp.zeros((i.num_matrices,), f32) for i in mats),
+            c=tuple(jnp.ones(per_neuron(i, e_ax), f32) for i in mats),
+            stats={k: jnp.zeros((), f32) for k in _STAT_KEYS})
+
+    def update(updates, state, params=None):
+        del params
+        g_leaves, treedef = jax.tree.flatten(updates)
+        if len(g_leaves) != len(mats):
+            raise ValueError(f"scale_by_trasmuon got {len(g_leaves)} leaves for {len(mats)} "
+                             "matrices; mask the non-matrix leaves (see trasmuon())")
+        mu = [b1 * m + (1 - b1) * g
+              for g, m in zip(g_leaves, treedef.flatten_up_to(state.mu))]
+        direction = [b1 * m + (1 - b1) * g if nesterov else m for g, m in zip(g_leaves, mu)]
+        ortho = orthogonalize_leaves(direction, mats, ns_fn, stack=stack, shard=shard)
+        first = state.count == 0
+        out, new_v, new_eref, new_c, parts = [], [], [], [], []
+        for k, info in enumerate(mats):
+            o = info.as_matrices(ortho[k]).astype(jnp.float32)
+            m = info.as_matrices(mu[k]).astype(jnp.float32)
+            v = b2 * state.v[k] + (1 - b2) * jnp.mean(jnp.square(o), axis=3 - v_ax)
+            b = o / jnp.sqrt(jnp.expand_dims(v, 3 - v_ax) + eps)
+            b_norm = jnp.sqrt(jnp.sum(jnp.square(b), axis=(1, 2), keepdims=True))
+            u = b * (math.sqrt(info.fan_in * info.fan_out) / (b_norm + eps))
+            energy = jnp.sum(jnp.square(m), axis=3 - e_ax)
+            med = jnp.median(energy, axis=-1)
+            eref = jnp.where(first, med, b_energy * state.eref[k] + (1 - b_energy) * med)
+            r = energy / (eref[:, None] + eps)
+            c = clip_factor(r, gate, alpha, tau, c_min)
+            if c_ema is not None:
+                c = jnp.where(first, c, c_ema * state.c[k] + (1 - c_ema) * c)
+            upd = scales[k] * u * jnp.expand_dims(c, 3 - e_ax)
+            out.append(info.from_matrices(upd).astype(g_leaves[k].dtype))
+            new_v.append(v)
+            new_eref.append(eref)
+            new_c.append(c)
+            parts.append((r, c, v, m, upd))
+        stats = _stats(parts)
+        return (jax.tree.unflatten(treedef, out),
+                TrasMuonState(state.count + 1, jax.tree.unflatten(treedef, mu), tuple(new_v),
+                              tuple(new_eref), tuple(new_c), stats))
+
+    return optax.GradientTransformation(init, update)
+
+
+_STAT_KEYS = ("trasmuon/ratio_max", "trasmuon/ratio_mean", "trasmuon/clip_min",
+              "trasmuon/clip_mean", "trasmuon/clipped_frac", "trasmuon/v_min",
+              "trasmuon/v_max", "trasmuon/v_mean", "trasmuon/momentum_norm",
+              "trasmuon/update_norm")
+
+
+def _stats(parts) -> dict[str, jax.Array]:
+    """Scalars over all matrices: energy ratios, clip factors, ``v``, norms."""
+    if not parts:
+        return {k: jnp.zeros((), jnp.float32) for k in _STAT_KEYS}
+    cat = lambda i: jnp.concatenate([p[i].reshape(-1) for p in parts])
+    r, c, v = cat(0), cat(1), cat(2)
+    sq = lambda i: sum(jnp.sum(jnp.square(p[i])) for p in parts)
+    return {"trasmuon/ratio_max": jnp.max(r), "trasmuon/ratio_mean": jnp.mean(r),
+            "trasmuon/clip_min": jnp.min(c), "trasmuon/clip_mean": jnp.mean(c),
+            "trasmuon/clipped_frac": jnp.mean((c < 1.0).astype(jnp.float32)),
+            "trasmuon/v_min": jnp.min(v), "trasmuon/v_max": jnp.max(v),
+            "trasmuon/v_mean": jnp.mean(v), "trasmuon/momentum_norm": jnp.sqrt(sq(3)),
+            "trasmuon/update_norm": jnp.sqrt(sq(4))}
+
+
+def trasmuon(learning_rate: optax.ScalarOrSchedule, infos: Any, *, weight_decay: float = 0.0,
+             adam_learning_rate: optax.ScalarOrSchedule | None = None, adam_b1: float = 0.9,
+             adam_b2: float = 0.95, adam_eps: float = 1e-8, adam_weight_decay: float = 0.0,
+             wd_mult: Any = None, **kwargs) -> optax.GradientTransformation:
+    """TrasMuon (reconstruction of arXiv 2602.13498) on matrices, AdamW on the rest.
+
+    ``infos``: :func:`jaxlab.optim.partition.describe_params` tree; ``kwargs`` go to
+    :func:`scale_by_trasmuon` (gate, axes, EMAs, Newton-Schulz settings); ``weight_decay``
+    is the matrices' decoupled decay; ``adam_*`` configure the AdamW group.
+    """
+    matrix_tx = optax.chain(scale_by_trasmuon(infos, **kwargs),
+                            decoupled_weight_decay(weight_decay, infos, (MATRIX,), wd_mult),
+                            optax.scale_by_learning_rate(learning_rate))
+    return with_adamw_for_the_rest(
+        matrix_tx, infos, adam_learning_rate=(learning_rate if adam_learning_rate is None
+                                              else adam_learning_rate),
+        adam_b1=adam_b1, adam_b2=adam_b2, adam_eps=adam_eps,
+        adam_weight_decay=adam_weight_decay, adam_nesterov=False, wd_mult=wd_mult)
+
+
+def trasmuon_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
+    """TrasMuon's last-step energy ratios, clip factors, ``v`` and norms."""
+    state = find_state(opt_state, TrasMuonState)
+    return {} if state is None else dict(state.stats)
+
+
+@gin.configurable("trasmuon", denylist=["infos", "lr", "make_lr", "wd_mult"])
+def trasmuon_factory(infos, lr, make_lr, weight_decay: float = 0.1, b1: float = 0.95,
+                     b2: float = 0.95, b_energy: float = 0.95, nesterov: bool = False,
+                     alpha: float = 1.0, c_min: float = 0.1, tau: float = 1.0,
+                     gate: str = "soft", v_axis: str = "fan_out", energy_axis: str = "fan_in",
+                     c_ema: float | None = None, update_scale: str | float = "moonlight",
+                     ns_coeffs="keller", ns_steps: int = 5, ns_dtype: str = "float32",
+                     adam_learning_rate: float | None = None, adam_b1: float = 0.9,
+                     adam_b2: float = 0.95, adam_weight_decay: float = 0.1, wd_mult: Any = None):
+    """Registry factory ``'trasmuon'`` (gin name ``trasmuon``): REFERENCE.md defaults,
+    update RMS 0.2 so AdamW's lr and weight decay carry over."""
+    adam_lr = lr if adam_learning_rate is None else make_lr(adam_learning_rate)
+    tx = trasmuon(lr, infos, weight_decay=weight_decay, adam_learning_rate=adam_lr,
+                  adam_b1=adam_b1, adam_b2=adam_b2, adam_weight_decay=adam_weight_decay,
+                  wd_mult=wd_mult, b1=b1, b2=b2, b_energy=b_energy, nesterov=nesterov,
+                  alpha=alpha, c_min=c_min, tau=tau, gate=gate, v_axis=v_axis,
+                  energy_axis=energy_axis, c_ema=c_ema, update_scale=update_scale,
+                  ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_dtype=ns_dtype)
+    return tx, trasmuon_diagnostics
+
+
+__all__ = [
+    "AXES",
+    "GATES",
+    "TrasMuonState",
+    "clip_factor",
+    "rms_scale",
+    "scale_by_trasmuon",
+    "trasmuon",
+    "trasmuon_diagnostics",
+    "trasmuon_factory",
+]

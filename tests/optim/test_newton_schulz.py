@@ -1,0 +1,172 @@
+"""Newton-Schulz invariants: scale and transpose equivariance, batching, zero, singular-value
+ranges of the named coefficient sets, exact orthogonality, and the Gram variant."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlab.optim import newton_schulz as ns
+
+
+def rand(shape, seed=0):
+    return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+def with_singular_values(m, n, s, seed=0):
+    """An ``m x n`` matrix with singular values ``s`` (random singular vectors)."""
+    u, _ = jnp.linalg.qr(rand((m, m), seed))
+    v, _ = jnp.linalg.qr(rand((n, n), seed + 1))
+    s = jnp.asarray(s, jnp.float32)
+    return (u[:, : len(s)] * s) @ v[:, : len(s)].T
+
+
+def normalised_spectrum(k, smallest, largest_of_rest):
+    """``k`` singular values with unit sum of squares: ``k - 1`` geometric from
+    ``smallest`` to ``largest_of_rest``, the top one filling up to norm 1."""
+    s = np.geomspace(smallest, largest_of_rest, k - 1)
+    return np.append(s, np.sqrt(1.0 - np.sum(s ** 2)))
+
+
+def svals(x):
+    return np.linalg.svd(np.asarray(x, np.float64), compute_uv=False)
+
+
+# f32 NS on a 48 x 80 matrix: rounding differences between mathematically equal paths
+# stay ~1e-6 of entries of size ~0.1-0.4 (measured 4.6e-7 - 6.6e-7).
+F32_ATOL = 3e-6
+
+
+@pytest.mark.parametrize("variant", ["plain", "gram"])
+@pytest.mark.parametrize("k", [1e-2, 1e2])
+def test_scale_invariance(variant, k):
+    x = rand((3, 48, 80))
+    np.testing.assert_allclose(ns.newton_schulz(k * x, variant=variant),
+                               ns.newton_schulz(x, variant=variant), atol=F32_ATOL)
+
+
+@pytest.mark.parametrize("variant", ["plain", "gram"])
+def test_transpose_equivariance(variant):
+    x = rand((3, 48, 80))
+    out_t = ns.newton_schulz(jnp.swapaxes(x, -1, -2), variant=variant)
+    np.testing.assert_allclose(out_t, jnp.swapaxes(ns.newton_schulz(x, variant=variant), -1, -2),
+                               atol=F32_ATOL)
+
+
+def test_batched_equals_per_slice():
+    x = rand((2, 3, 40, 24))
+    out = ns.newton_schulz(x, "polar_express")
+    for i in range(2):
+        for j in range(3):
+            np.testing.assert_allclose(out[i, j], ns.newton_schulz(x[i, j], "polar_express"),
+                                       atol=F32_ATOL)
+
+
+@pytest.mark.parametrize("variant", ["plain", "gram"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_zero_in_zero_out(variant, dtype):
+    out = ns.newton_schulz(jnp.zeros((2, 16, 40)), variant=variant, compute_dtype=dtype)
+    assert out.dtype == jnp.float32
+    assert float(jnp.abs(out).max()) == 0.0
+
+
+def test_keller_singular_value_range():
+    """sigma / ||X||_F in [0.01, 0.93] -> [0.68, 1.14] after 5 Keller steps."""
+    x = 3.7 * with_singular_values(64, 96, normalised_spectrum(64, 0.01, 0.1))
+    lo, hi = svals(ns.newton_schulz(x, "keller", 5))[[-1, 0]]
+    assert 0.68 <= lo and hi <= 1.14, (lo, hi)
+
+
+def test_keller_leaves_tiny_singular_values_low():
+    """The range above is a property of the relative-0.01 floor, not of every input."""
+    x = with_singular_values(64, 96, normalised_spectrum(64, 1e-3, 0.1))
+    assert svals(ns.newton_schulz(x, "keller", 5)).min() < 0.6
+
+
+def test_polar_express_singular_value_range():
+    x = 0.2 * with_singular_values(64, 96, normalised_spectrum(64, 0.01, 0.1))
+    lo, hi = svals(ns.newton_schulz(x, "polar_express", 5))[[-1, 0]]
+    assert 0.85 <= lo and hi <= 1.15, (lo, hi)
+
+
+@pytest.mark.parametrize("variant", ["plain", "gram"])
+def test_cubic_newton_schulz_converges_to_exact_orthogonality(variant):
+    x = rand((48, 16))  # tall: X^T X = I_16
+    out = ns.newton_schulz(x, (2.0, -1.5, 0.5), 20, variant=variant)
+    np.testing.assert_allclose(out.T @ out, jnp.eye(16), atol=5e-6)
+    # and the polar factor itself: U V^T of the SVD
+    u, _, vt = np.linalg.svd(np.asarray(x, np.float64), full_matrices=False)
+    np.testing.assert_allclose(out, u @ vt, atol=5e-6)
+
+
+@pytest.mark.parametrize("shape", [(8, 64, 200), (8, 200, 64)])
+def test_gram_variant_agrees_with_plain(shape):
+    x = rand(shape, 3)
+    ref = ns.newton_schulz(x, variant="plain")
+    rel = lambda y: float(jnp.linalg.norm(y - ref) / jnp.linalg.norm(ref))
+    assert rel(ns.newton_schulz(x, variant="gram")) < 1e-5  # f32: same map
+    # bf16: the Gram variant (with its restart after step 2) is as close to the f32
+    # result as the plain bf16 iteration is (both ~6% here, from bf16 rounding).
+    plain16 = rel(ns.newton_schulz(x, variant="plain", compute_dtype=jnp.bfloat16))
+    gram16 = rel(ns.newton_schulz(x, variant="gram", compute_dtype=jnp.bfloat16))
+    assert gram16 <= 1.25 * plain16, (gram16, plain16)
+    assert plain16 < 0.1
+
+
+def test_gram_restart_is_the_same_map_in_f32():
+    x = rand((4, 32, 96), 5)
+    a = ns.newton_schulz(x, variant="gram", gram_restarts=())
+    b = ns.newton_schulz(x, variant="gram", gram_restarts=(2,))
+    c = ns.newton_schulz(x, variant="gram", gram_restarts=(1, 3))
+    np.testing.assert_allclose(a, b, atol=F32_ATOL)
+    np.testing.assert_allclose(a, c, atol=F32_ATOL)
+
+
+def test_auto_variant_picks_gram_where_it_saves_flops():
+    assert ns.choose_variant(512, 1376, 5) == "gram"
+    assert ns.choose_variant(1376, 512, 5) == "gram"
+    assert ns.choose_variant(512, 512, 5) == "plain"
+    m, n = 512, 1376
+    assert ns.ns_flops(m, n, 5, "plain") == 5 * (4 * m * m * n + 2 * m ** 3)
+    # 4 m^2 n (Gram matrix and multiply back) + 17 square products of 2 m^3
+    assert ns.ns_flops(m, n, 5, "gram") == 4 * m * m * n + 17 * 2 * m ** 3
+    assert ns.ns_flops(n, m, 5, "gram") == ns.ns_flops(m, n, 5, "gram")
+
+
+def test_coefficient_sets():
+    assert ns.ns_coefficients("keller", 5) == (ns.KELLER,) * 5
+    assert ns.ns_coefficients("polar_express", 5) == ns.POLAR_EXPRESS
+    assert ns.ns_coefficients("polar_express", 7)[5:] == (ns.POLAR_EXPRESS[-1],) * 2
+    assert ns.ns_coefficients("dion", 3) == ns.DION[:3]
+    assert ns.ns_coefficients((2, -1.5, 0.5), 2) == ((2.0, -1.5, 0.5),) * 2
+    assert ns.ns_coefficients([(1, 2, 3), (4, 5, 6)], 2) == ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
+    assert ns.default_norm_scale("polar_express") == 1.02
+    assert ns.default_norm_scale("keller") == 1.0
+
+
+@pytest.mark.parametrize("bad,match", [("newton", "unknown Newton-Schulz coefficients 'newton'"),
+                                       ([(1, 2)], "must be")])
+def test_bad_coefficients_are_clear_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        ns.ns_coefficients(bad, 5)
+
+
+def test_bad_variant_and_rank():
+    with pytest.raises(ValueError, match="unknown Newton-Schulz variant 'fast'"):
+        ns.newton_schulz(rand((4, 4)), variant="fast")
+    with pytest.raises(ValueError, match=r"shape \(..., m, n\)"):
+        ns.newton_schulz(rand((4,)))
+
+
+def test_coefficients_are_constants_under_jit():
+    """Coefficients are Python floats baked into the program, not traced inputs."""
+    text = jax.jit(lambda x: ns.newton_schulz(x)).lower(rand((8, 12))).as_text()
+    assert "3.444" in text
+
+
+def test_bf16_compute_returns_input_dtype_and_is_close():
+    x = rand((4, 32, 64))
+    out = ns.newton_schulz(x, compute_dtype=jnp.bfloat16)
+    assert out.dtype == jnp.float32
+    ref = ns.newton_schulz(x)
+    assert float(jnp.linalg.norm(out - ref) / jnp.linalg.norm(ref)) < 0.1
