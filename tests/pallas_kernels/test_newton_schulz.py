@@ -12,6 +12,8 @@ Both kernel bodies (Triton GPU, Mosaic TPU) run in interpret mode on CPU. Tolera
   err(kernel) <= 1.1 err(bf16 reference) + 2e-3, and <= 3e-2 (measured 1.3-1.9%).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,15 +94,21 @@ def test_f32_matches_reference(backend, name):
     assert rel(want, xla_newton_schulz_f32(x, coeffs)) < 2e-5  # reference == plain NS
 
 
+@functools.lru_cache(maxsize=None)
+def bf16_case(backend, name):
+    """(input, Pallas NS, bf16 reference, f32 XLA NS) for a bf16 input; cached."""
+    x = sample(SHAPES[name], seed=1).astype(jnp.bfloat16)
+    got = newton_schulz(x, KELLER_COEFFS, block=SMALL, backend=backend)
+    return (x, got, newton_schulz_reference(x, KELLER_COEFFS),
+            xla_newton_schulz_f32(x, KELLER_COEFFS))
+
+
 @pytest.mark.parametrize("backend,name", [("triton", n) for n in SHAPES]
                          + [("mosaic_tpu", "batched_square")])  # TPU body: f32 test covers all
 def test_bf16_matches_reference_and_xla(backend, name):
     """The Muon comparison: Pallas NS (bf16 operands, f32 accumulation) vs XLA NS."""
-    x = sample(SHAPES[name], seed=1).astype(jnp.bfloat16)
-    got = newton_schulz(x, KELLER_COEFFS, block=SMALL, backend=backend)
+    x, got, want, exact = bf16_case(backend, name)
     assert got.dtype == jnp.bfloat16 and got.shape == x.shape
-    want = newton_schulz_reference(x, KELLER_COEFFS)
-    exact = xla_newton_schulz_f32(x, KELLER_COEFFS)
     assert rel(got, want) < 1e-2
     err, err_ref = rel(got, exact), rel(want, exact)
     assert err <= 1.1 * err_ref + 2e-3 and err < 3e-2, (err, err_ref)
@@ -108,13 +116,11 @@ def test_bf16_matches_reference_and_xla(backend, name):
 
 def test_keller_singular_value_band():
     """Keller's 5 steps put sigma/||X||_F >= 0.01 into about [0.68, 1.13] (REFERENCE 1);
-    with bf16 rounding we allow the f32 band widened by the measured bf16 spread (~2%)."""
-    x = sample((96, 40), seed=3)  # sigma_min / ||x||_F ~ 0.05
-    s32 = np.linalg.svd(np.asarray(xla_newton_schulz_f32(x, KELLER_COEFFS)), compute_uv=False)
-    s = np.linalg.svd(np.asarray(newton_schulz(x, KELLER_COEFFS, block=SMALL), np.float32),
-                      compute_uv=False)
+    the bf16 kernel output's singular values stay within 3e-2 of the f32 ones."""
+    x, got, _, exact = bf16_case("triton", "tall_padded")  # sigma_min / ||x||_F ~ 0.05
+    s32 = np.linalg.svd(np.asarray(exact), compute_uv=False)
+    s = np.linalg.svd(np.asarray(got, np.float32), compute_uv=False)
     assert s32.min() > 0.68 and s32.max() < 1.13
-    assert s.min() > 0.66 and s.max() < 1.15
     np.testing.assert_allclose(np.sort(s), np.sort(s32), atol=3e-2)
 
 
@@ -122,8 +128,8 @@ def test_exact_coefficients_orthogonalise():
     """(2, -1.5, 0.5) is the cubic NS that converges to the polar factor: X X^T = I."""
     q1, _ = jnp.linalg.qr(sample((32, 32), seed=4))
     q2, _ = jnp.linalg.qr(sample((64, 32), seed=5))
-    x = (q1 * jnp.linspace(0.2, 1.0, 32)) @ q2.T  # condition number 5
-    y = newton_schulz(x, ((2.0, -1.5, 0.5),) * 10, block=SMALL, compute_dtype=jnp.float32)
+    x = (q1 * jnp.linspace(0.5, 1.0, 32)) @ q2.T  # condition number 2
+    y = newton_schulz(x, ((2.0, -1.5, 0.5),) * 7, block=SMALL, compute_dtype=jnp.float32)
     np.testing.assert_allclose(y @ y.T, np.eye(32), atol=1e-5)
     np.testing.assert_allclose(y, q1 @ q2.T, atol=1e-5)  # the polar factor U V^T
 
