@@ -39,8 +39,8 @@ class BlockMeta:
     live_k: jax.Array
     live_n: jax.Array
     num_live: jax.Array
-    block_k: int = dataclasses.field(metadata=dict(static=True), default=128)
-    block_n: int = dataclasses.field(metadata=dict(static=True), default=128)
+    block_k: int = dataclasses.field(metadata={"static": True}, default=128)
+    block_n: int = dataclasses.field(metadata={"static": True}, default=128)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -55,7 +55,7 @@ def _bsmm_bwd(block, backend, interpret, res, g):
     m = x.shape[0]
     blocks = _blocks_for(block, m, backend == "mosaic_tpu" and not interpret)
     g = _pad_rows(g.astype(x.dtype), blocks.block_m)
-    kw = dict(blocks=blocks, backend=backend, interpret=interpret)
+    kw = {"blocks": blocks, "backend": backend, "interpret": interpret}
     dx = sparse_matmul(g, w, meta.row_count, meta.row_idx, block_q=meta.block_n,
                        block_p=meta.block_k, transpose_w=True, **kw)[:m]
     dw = sparse_weight_grad(_pad_rows(x, blocks.block_m), g, meta, **kw)
@@ -84,7 +84,8 @@ def check_shapes(x: jax.Array, w: jax.Array, meta: BlockMeta) -> None:
 
 
 def block_sparse_matmul(x: jax.Array, w: jax.Array, meta: BlockMeta, *,
-                        interpret: bool | None = None, block: BSBlockSizes = BSBlockSizes(),
+                        interpret: bool | None = None,
+                        block: BSBlockSizes = BSBlockSizes(),  # noqa: B008 (frozen, immutable)
                         backend: str | None = None) -> jax.Array:
     """``x @ (w * expand(meta.block_mask))`` skipping dead tiles of w.
 

@@ -10,8 +10,8 @@ from pallas_kernels.newton_schulz.reference import newton_schulz_reference
 
 __all__ = [
     "KELLER_COEFFS",
-    "NSBlockSizes",
     "POLAR_EXPRESS_COEFFS",
+    "NSBlockSizes",
     "newton_schulz",
     "newton_schulz_reference",
 ]

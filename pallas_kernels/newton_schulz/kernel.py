@@ -302,7 +302,7 @@ def ns_update(bmat, x, *, a: float, blocks: NSBlockSizes, backend: str,
 def ns_step(x, a: float, b: float, c: float, *, blocks: NSBlockSizes, backend: str,
             interpret: bool) -> jax.Array:
     """One NS step on padded X (B, m, n), m <= n: A = X X^T, B = b A + c A^2, a X + B X."""
-    kw = dict(blocks=blocks, backend=backend, interpret=interpret)
+    kw = {"blocks": blocks, "backend": backend, "interpret": interpret}
     amat = symmetric_product(x, **kw)
     bmat = symmetric_product(amat, amat, alpha=c, beta=b, **kw)
     return ns_update(bmat, x, a=a, **kw)

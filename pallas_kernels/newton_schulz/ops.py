@@ -79,7 +79,8 @@ _ns_jit = jax.jit(_ns, static_argnums=(1, 2, 3, 4, 5, 6, 7))
 
 
 def newton_schulz(x: jax.Array, coeffs, *, eps: float = 1e-7,
-                  block: NSBlockSizes = NSBlockSizes(), interpret: bool | None = None,
+                  block: NSBlockSizes = NSBlockSizes(),  # noqa: B008 (frozen, immutable)
+                  interpret: bool | None = None,
                   compute_dtype=jnp.bfloat16, backend: str | None = None,
                   norm_scale: float = 1.0) -> jax.Array:
     """Newton-Schulz orthogonalisation of x (..., m, n) with Pallas kernels.
