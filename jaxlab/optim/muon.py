@@ -174,10 +174,14 @@ def decoupled_weight_decay(weight_decay: float, infos: Any, labels: tuple[str, .
     return layerwise_lib.add_decayed_weights_by_leaf(per_leaf)
 
 
-def group_labels(infos: Any) -> Any:
-    """``'muon'`` for matrices, ``'adam'`` for embeddings, heads and vectors."""
-    return jax.tree.map(lambda i: MUON_GROUP if i.label == MATRIX else ADAM_GROUP, infos,
-                        is_leaf=_is_info)
+def group_labels(infos: Any) -> Callable[[Any], Any]:
+    """``params -> labels``: ``'muon'`` for matrices, ``'adam'`` for embeddings, heads and
+    vectors, as a tree of the params' full structure (so ``optax.partition`` masks leaves
+    inside ``nnx.Variable`` nodes and the masked moments stay params-shaped)."""
+    prefix = jax.tree.map(lambda i: MUON_GROUP if i.label == MATRIX else ADAM_GROUP, infos,
+                          is_leaf=_is_info)
+    return lambda params: jax.tree.map(lambda lab, sub: jax.tree.map(lambda _: lab, sub),
+                                       prefix, params)
 
 
 def with_adamw_for_the_rest(matrix_tx: optax.GradientTransformation, infos: Any, *,

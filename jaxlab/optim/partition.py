@@ -31,6 +31,10 @@ _STACK_AXES = ("layers", "experts")
 _EMBED_PATTERN = re.compile(r"(^|/)(embed|embedding|embeddings|wte|tok_embeddings|token_embedding)(/|$)")
 _HEAD_PATTERN = re.compile(r"(^|/)(lm_head|head|unembed|output_projection|logits)(/|$)")
 _STACK_PATTERN = re.compile(r"(^|/)(blocks|layers|scan|experts|stack)(/|$)")
+# Names of vector-like leaves in plain pytrees (norm gains, biases), so a scan-stacked
+# (L, D) gain is L vectors, not one L x D matrix.
+_VECTOR_PATTERN = re.compile(
+    r"(^|/)(bias|b|scale|gain|g|ln\w*|\w*norm\w*|layer_?norm\w*)$", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +117,8 @@ def _describe_leaf(path: str, leaf: Any, overrides: Mapping[str, str],
         batch_ndim = 0
         while batch_ndim < len(axes) and axes[batch_ndim] in _STACK_AXES:
             batch_ndim += 1
+    elif _VECTOR_PATTERN.search(path) and len(shape) >= 1:
+        batch_ndim = len(shape) - 1 if _STACK_PATTERN.search(path) else 0
     else:
         batch_ndim = len(shape) - 2 if len(shape) > 2 and _STACK_PATTERN.search(path) else 0
     fan_in_ndim = meta.get("fan_in_ndim", 1)
@@ -132,7 +138,7 @@ def _describe_leaf(path: str, leaf: Any, overrides: Mapping[str, str],
             label = EMBEDDING
         elif _HEAD_PATTERN.search(path):
             label = HEAD
-        elif len(core) < 2:
+        elif len(core) < 2 or (axes is None and _VECTOR_PATTERN.search(path)):
             label = VECTOR
         else:
             label = MATRIX

@@ -50,7 +50,7 @@ def optax_routing(infos):
     return jax.tree.map(one, infos, is_leaf=is_info)
 
 
-@pytest.mark.parametrize("ns_variant", ["plain", "auto"])
+@pytest.mark.parametrize("ns_variant", ["plain", pytest.param("auto", marks=pytest.mark.slow)])
 def test_parity_with_optax_contrib_muon(ns_variant):
     """Aligned options: Keller coefficients (optax 'standard'), 5 steps, Frobenius
     normalisation with eps 1e-8, beta 0.95 with optax's bias-corrected Nesterov momentum,

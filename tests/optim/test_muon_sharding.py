@@ -75,7 +75,8 @@ def test_sharded_update_equals_single_device(model_state, spec, name):
         p_1 = jax.tree.map(jnp.add, p_1, u_1)
 
 
-@pytest.mark.parametrize("spec", ["fsdp=4,tensor=2", "data=8"])
+@pytest.mark.parametrize("spec", ["fsdp=4,tensor=2",
+                                  pytest.param("data=8", marks=pytest.mark.slow)])
 def test_no_collectives_inside_newton_schulz(model_state, spec):
     """Each NS iteration on a sharded matrix would need its own all-reduce/all-gather, so
     the count of collectives would grow with ns_steps. With the stack axis sharded it is
