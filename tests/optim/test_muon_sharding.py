@@ -65,7 +65,7 @@ def test_sharded_update_equals_single_device(model_state, spec, name):
     p_sh, p_1 = params, jax.device_put(jax.device_get(params), one)
     update = jax.jit(tx.update)
     for t in range(2):
-        g_sh = jax.tree.map(lambda g: g * (1 + t), grads)
+        g_sh = jax.tree.map(lambda g, k=1.0 + t: g * k, grads)
         u_sh, s_sh = update(g_sh, s_sh, p_sh)
         u_1, s_1 = update(jax.device_put(jax.device_get(g_sh), one), s_1, p_1)
         assert len(jax.tree.leaves(u_1)[0].sharding.device_set) == 1

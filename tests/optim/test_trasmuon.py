@@ -141,7 +141,7 @@ def test_registry_build_and_diagnostics():
     state = opt.tx.init(params)
     update = jax.jit(opt.tx.update)
     for t in range(2):
-        g = jax.tree.map(lambda x: jax.random.normal(jax.random.key(t), x.shape), params)
+        g = jax.tree.map(lambda x, k=t: jax.random.normal(jax.random.key(k), x.shape), params)
         _, state = update(g, state, params)
     d = jax.jit(opt.diagnostics)(state)
     for key in ("ratio_max", "ratio_mean", "clip_min", "clip_mean", "v_mean", "update_norm",
