@@ -14,6 +14,7 @@ diverged), 1 when some failed, 2 for a bad sweep file or command line.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", type=float, default=0.0,
                    help="status: refresh every SECONDS until the sweep is finished")
     return p
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _print_report(out: dict) -> None:
@@ -88,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         options = {"address": args.ray_address, "resources": plan.setting("ray_resources"),
                    "threads_per_run": threads, "workers": args.workers}
+    signal.signal(signal.SIGTERM, _terminate)  # like Ctrl-C: runs stop with a summary
     t0 = time.perf_counter()
     counts = launch(plan, args.backend, compile_cache=not args.no_compile_cache, **options)
     print(f"launcher wall time {time.perf_counter() - t0:.0f}s")

@@ -12,13 +12,26 @@ import fcntl
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 LOCK_WAIT_S = 60.0
 DIVERGED_EXIT_CODE = 3   # jaxlab.train exits 3 when the run diverged
+_LIVE: set[subprocess.Popen] = set()   # training processes started by this process
+_LIVE_LOCK = threading.Lock()
+
+
+def interrupt_all() -> None:
+    """Sends SIGINT to every live training process of this launcher: each writes an
+    ``interrupted`` summary (its last checkpoint stays) and exits."""
+    with _LIVE_LOCK:
+        for proc in _LIVE:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
 
 
 def latest_checkpoint(run_dir: str | Path) -> int | None:
@@ -129,11 +142,13 @@ def execute(run: dict, run_dir: str | Path, threads: int = 1, cpus: list[int] | 
             out.flush()
             proc = subprocess.Popen(wrapper, stdout=out, stderr=subprocess.STDOUT,
                                     env={**(env or {}), **train_env(threads)}, pass_fds=(fd,))
+            with _LIVE_LOCK:
+                _LIVE.add(proc)
             try:
                 rc = proc.wait()
-            except BaseException:
-                proc.wait()  # Ctrl-C reaches the child too; let it write its summary
-                raise
+            finally:
+                with _LIVE_LOCK:
+                    _LIVE.discard(proc)
     finally:
         os.close(fd)
     summary = read_summary(run_dir)

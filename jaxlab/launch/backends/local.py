@@ -82,7 +82,8 @@ class LocalBackend:
                 on_finish(futures[fut], fut.result())
                 reported.add(fut)
         except BaseException:
-            # Ctrl-C reaches the training processes too; record what they wrote.
+            # Stop the running trainings (each saves an 'interrupted' summary), record them.
+            job_lib.interrupt_all()
             pool.shutdown(wait=True, cancel_futures=True)
             for fut, j in futures.items():
                 if fut not in reported and fut.done() and not fut.cancelled():
