@@ -52,3 +52,47 @@ def fit_block(block: int, dim: int, minimum: int = 16) -> int:
     ``minimum``, the smallest tile Triton's ``tl.dot`` accepts), so tiny matrices are
     not padded up to a full 128-wide tile."""
     return min(block, max(minimum, 1 << max(0, math.ceil(math.log2(max(dim, 1))))))
+
+
+def out_struct(shape, dtype, *operands) -> jax.ShapeDtypeStruct:
+    """``ShapeDtypeStruct`` for a pallas_call output that varies over the mesh axes its
+    operands vary over, so kernels work inside ``jax.shard_map`` with ``check_vma=True``.
+
+    The field was ``vma`` (a frozenset) before JAX 0.10 and is ``manual_axis_type`` now;
+    both are handled, and neither is set where the JAX in use has no such field.
+    """
+    avals = [jax.typeof(o) for o in operands]
+    mats = [getattr(a, "mat", None) for a in avals]
+    if mats and all(m is not None for m in mats):
+        varying = frozenset().union(*(m.varying for m in mats))
+        return jax.ShapeDtypeStruct(shape, dtype,
+                                    manual_axis_type=mats[0].update(varying=varying))
+    vmas = [getattr(a, "vma", None) for a in avals]
+    if vmas and all(v is not None for v in vmas):
+        return jax.ShapeDtypeStruct(shape, dtype, vma=frozenset().union(*vmas))
+    return jax.ShapeDtypeStruct(shape, dtype)
+
+
+def _varying_axes(aval) -> frozenset:
+    mat = getattr(aval, "mat", None)
+    return frozenset(mat.varying) if mat is not None else frozenset(getattr(aval, "vma", ()))
+
+
+def match_varying(*arrays):
+    """Cast arrays to vary over the union of the mesh axes any of them varies over.
+
+    Inside ``jax.shard_map`` a replicated weight multiplied by sharded activations is
+    implicitly cast to "varying" by jnp ops, and autodiff turns that cast into the psum of
+    its gradient. A custom_vjp must see the cast explicitly, else its bwd returns a
+    varying dW for a replicated W. A no-op outside shard_map.
+    """
+    sets = [_varying_axes(jax.typeof(a)) for a in arrays]
+    union = frozenset().union(*sets)
+    out = []
+    for a, axes in zip(arrays, sets, strict=True):
+        missing = tuple(sorted(union - axes))
+        if missing:
+            pcast = getattr(jax.lax, "pcast", None)
+            a = pcast(a, missing, to="varying") if pcast else jax.lax.pvary(a, missing)
+        out.append(a)
+    return out

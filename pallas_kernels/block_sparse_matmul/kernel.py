@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from pallas_kernels.platform import is_power_of_2
+from pallas_kernels.platform import is_power_of_2, match_varying, out_struct
 
 _NN = (((1,), (0,)), ((), ()))  # lhs @ rhs
 _NT = (((1,), (1,)), ((), ()))  # lhs @ rhs^T
@@ -116,7 +116,7 @@ def sparse_matmul(x, w, count, idx, *, block_q: int, block_p: int, transpose_w: 
     p_dim = w.shape[0] if transpose_w else w.shape[1]
     bm = blocks.block_m
     npt, nqt = p_dim // block_p, q_dim // block_q
-    out_shape = jax.ShapeDtypeStruct((m, p_dim), x.dtype)
+    out_shape = out_struct((m, p_dim), x.dtype, x, w, count, idx)
     w_block = (block_p, block_q) if transpose_w else (block_q, block_p)
 
     if backend == "triton":
@@ -203,7 +203,7 @@ def sparse_weight_grad(x, g, meta, *, blocks: BSBlockSizes, backend: str,
     n_dim = g.shape[1]
     bm, bk, bn = blocks.block_m, meta.block_k, meta.block_n
     nkt, nnt = meta.block_mask.shape
-    out_shape = jax.ShapeDtypeStruct((k_dim, n_dim), x.dtype)
+    out_shape = out_struct((k_dim, n_dim), x.dtype, x, g, meta.block_mask)
 
     if backend == "triton":
         call = pl.pallas_call(
@@ -234,5 +234,5 @@ def sparse_weight_grad(x, g, meta, *, blocks: BSBlockSizes, backend: str,
         input_output_aliases={5: 0},
         compiler_params=_params(backend, ("arbitrary", "arbitrary"), blocks),
         interpret=interpret, name="block_sparse_weight_grad")
-    return call(meta.live_k, meta.live_n, meta.num_live, x, g,
-                jnp.zeros((k_dim, n_dim), x.dtype))
+    zeros = match_varying(jnp.zeros((k_dim, n_dim), x.dtype), x, g)[0]  # aliased output
+    return call(meta.live_k, meta.live_n, meta.num_live, x, g, zeros)

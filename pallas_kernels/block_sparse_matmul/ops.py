@@ -20,7 +20,13 @@ from pallas_kernels.block_sparse_matmul.kernel import (
     sparse_weight_grad,
 )
 from pallas_kernels.block_sparse_matmul.meta import BlockMeta
-from pallas_kernels.platform import fit_block, resolve_backend, resolve_interpret, round_up
+from pallas_kernels.platform import (
+    fit_block,
+    match_varying,
+    resolve_backend,
+    resolve_interpret,
+    round_up,
+)
 
 
 def _blocks_for(block: BSBlockSizes, m: int, tpu_tiles: bool) -> BSBlockSizes:
@@ -99,6 +105,10 @@ def block_sparse_matmul(x: jax.Array, w: jax.Array, meta: BlockMeta, *,
 
     Returns: (..., N) in ``result_type(x, w)``; products accumulate in f32. Gradients:
     dx = g (w * mask)^T over live tiles; dw = x^T g on live tiles, zero on dead ones.
+
+    Sharding: call inside ``jax.shard_map`` (e.g. rows of x over the data axis, w and
+    meta replicated); with check_vma=True dw is psum-ed over x's axes like ``jnp.dot``'s.
+    Interpret mode inside shard_map needs check_vma=False (a JAX 0.10 interpreter limit).
     """
     x, w = jnp.asarray(x), jnp.asarray(w)
     check_shapes(x, w, meta)
@@ -114,5 +124,6 @@ def block_sparse_matmul(x: jax.Array, w: jax.Array, meta: BlockMeta, *,
     x2 = x.reshape((-1, x.shape[-1])).astype(dtype)
     if x2.shape[0] == 0:
         return jnp.zeros(lead + (w.shape[1],), dtype)
-    y = _bsmm(x2, w.astype(dtype), meta, block, backend, interpret)
+    x2, w = match_varying(x2, w.astype(dtype))  # inside shard_map: dW psum-ed like jnp.dot's
+    y = _bsmm(x2, w, meta, block, backend, interpret)
     return y.reshape(lead + (w.shape[1],))

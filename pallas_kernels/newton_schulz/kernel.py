@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from pallas_kernels.platform import is_power_of_2
+from pallas_kernels.platform import is_power_of_2, out_struct
 
 _NT = (((1,), (1,)), ((), ()))  # dot_general dims for  lhs @ rhs^T
 
@@ -173,7 +173,7 @@ def symmetric_product(y, c=None, *, alpha: float = 1.0, beta: float = 0.0,
     nb = m // bm
     rows, width = triangle_grid(nb)
     has_c = c is not None
-    out_shape = jax.ShapeDtypeStruct((nbatch, m, m), y.dtype)
+    out_shape = out_struct((nbatch, m, m), y.dtype, y, *([c] if has_c else []))
     flops = nbatch * (nb * (nb + 1) // 2) * 2 * bm * bm * k
     cost = pl.CostEstimate(flops=flops, transcendentals=0,
                            bytes_accessed=y.size * y.dtype.itemsize * (nb + 1) // 2
@@ -268,7 +268,7 @@ def ns_update(bmat, x, *, a: float, blocks: NSBlockSizes, backend: str,
     if bmat.shape != (nbatch, m, m) or m % bm or n % bn:
         raise ValueError(f"ns_update: B {bmat.shape} and X {x.shape} must be (B, m, m) and "
                          f"(B, m, n) with m % {bm} == 0 and n % {bn} == 0")
-    out_shape = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    out_shape = out_struct(x.shape, x.dtype, x, bmat)
     item = x.dtype.itemsize
     cost = pl.CostEstimate(flops=2 * nbatch * m * m * n, transcendentals=0,
                            bytes_accessed=item * (bmat.size * (n // bn) + x.size * (m // bm + 2)))

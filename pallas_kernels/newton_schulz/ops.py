@@ -97,6 +97,10 @@ def newton_schulz(x: jax.Array, coeffs, *, eps: float = 1e-7,
     Returns: (..., m, n), x's dtype. Tall matrices (m > n) are iterated as x^T. Shapes
     not multiple of the tiles are zero-padded internally (exact for NS). Differentiable:
     the VJP is that of :func:`newton_schulz_reference`.
+
+    Sharding: a pallas_call is not partitioned by XLA; for a sharded stack call this
+    inside ``jax.shard_map`` over the stack axis so each device orthogonalises whole
+    matrices (compiled: check_vma=True works; interpret mode needs check_vma=False).
     """
     coeffs = check_coeffs(coeffs)
     if not isinstance(block, NSBlockSizes):

@@ -11,6 +11,7 @@ import re
 import jax
 import jax.numpy as jnp
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from pallas_kernels.block_sparse_matmul import BSBlockSizes, block_sparse_matmul, make_block_meta
 from pallas_kernels.newton_schulz import KELLER_COEFFS, NSBlockSizes, newton_schulz
@@ -58,3 +59,31 @@ def test_block_sparse_matmul_fwd_bwd_lowers(platform):
                       jax.ShapeDtypeStruct((384, 512), jnp.bfloat16), meta)
     assert custom_calls(text) == {target}
     assert "block_sparse_matmul" in text and "block_sparse_weight_grad" in text
+
+
+@pytest.mark.parametrize("platform", list(TARGETS))
+def test_lowers_inside_shard_map_with_vma_checks(platform):
+    """Muon stacks same-shape matrices and shards the stack axis; each device then runs
+    the kernels on whole matrices inside shard_map (check_vma=True: outputs must declare
+    the mesh axes they vary over)."""
+    backend, target, ns_block, bs_block = TARGETS[platform]
+    mesh = jax.make_mesh((8,), ("stack",))
+    meta = make_block_meta(jnp.eye(3, 4, dtype=bool), 128, 128)
+
+    def per_device(x, w, rows, meta):
+        ortho = newton_schulz(x, KELLER_COEFFS[:1], block=ns_block, interpret=False,
+                              backend=backend)
+        y, vjp = jax.vjp(lambda r, w: block_sparse_matmul(
+            r, w, meta, interpret=False, block=bs_block, backend=backend), rows, w)
+        return ortho, vjp(y)[1]
+
+    fn = jax.shard_map(per_device, mesh=mesh, in_specs=(P("stack"), P(), P("stack"), P()),
+                       out_specs=(P("stack"), P("stack")))
+    stack = jax.NamedSharding(mesh, P("stack"))
+    text = lower_text(fn, platform,
+                      jax.ShapeDtypeStruct((8, 256, 384), jnp.bfloat16, sharding=stack),
+                      jax.ShapeDtypeStruct((384, 512), jnp.bfloat16),
+                      jax.ShapeDtypeStruct((8 * 128, 384), jnp.bfloat16, sharding=stack),
+                      meta)
+    assert custom_calls(text) >= {target}
+    assert "ns_update" in text and "block_sparse_weight_grad" in text
