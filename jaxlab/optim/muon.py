@@ -279,7 +279,7 @@ def muon_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
 @gin.configurable("muon", denylist=["infos", "lr", "make_lr", "wd_mult"])
 def muon_factory(infos, lr, make_lr, weight_decay: float = 0.1, beta: float = 0.95,
                  nesterov: bool = True, update_scale: str | float = "moonlight",
-                 ns_coeffs="keller", ns_steps: int = 5, ns_dtype: str = "float32",
+                 rms_target: float = 0.2, ns_coeffs="keller", ns_steps: int = 5, ns_dtype: str = "float32",
                  ns_variant: str = "auto", ns_impl: str = "xla",
                  adam_learning_rate: float | None = None, adam_b1: float = 0.9,
                  adam_b2: float = 0.95, adam_weight_decay: float = 0.1, wd_mult: Any = None):
@@ -289,7 +289,7 @@ def muon_factory(infos, lr, make_lr, weight_decay: float = 0.1, beta: float = 0.
     adam_lr = lr if adam_learning_rate is None else make_lr(adam_learning_rate)
     tx = muon(lr, infos, ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_dtype=ns_dtype,
               ns_variant=ns_variant, ns_impl=ns_impl, beta=beta, nesterov=nesterov,
-              update_scale=update_scale, weight_decay=weight_decay,
+              update_scale=update_scale, rms_target=rms_target, weight_decay=weight_decay,
               adam_learning_rate=adam_lr, adam_b1=adam_b1, adam_b2=adam_b2,
               adam_weight_decay=adam_weight_decay, wd_mult=wd_mult)
     return tx, muon_diagnostics
