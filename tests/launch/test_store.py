@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -16,6 +17,7 @@ WRITER = textwrap.dedent("""
     path, worker, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     store = Store(path)
     import os
+    open(go + "-ready-" + worker, "w").close()
     while not os.path.exists(go):   # start together
         time.sleep(0.01)
     for i in range(n):
@@ -32,6 +34,10 @@ def test_two_processes_writing_at_once_lose_no_rows(tmp_path):
     Store(path)
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), w, str(n), str(go)])
              for w in ("a", "b")]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"go-ready-{w}").exists() for w in "ab"):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
     go.touch()
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     store = Store(path)
