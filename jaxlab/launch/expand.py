@@ -83,9 +83,8 @@ def _slug(text: str) -> str:
 # ----------------------------------------------------------------------------- gin checks
 def _register_configurables() -> None:
     import jaxlab.train.gin_setup  # noqa: F401  (registers the core configurables)
-    from jaxlab.optim import registry
+    import jaxlab.optim.registry  # noqa: F401  (registers adamw, muon, trasmuon)
 
-    registry._import_optional_optimizers()  # Muon, TrasMuon and their gin parameters
 
 
 def _valid_params(key: str) -> str:

@@ -161,8 +161,3 @@ def _on_chain_member(diagnostics, index: int):
     if diagnostics is None:
         return None
     return lambda state: diagnostics(state[index])
-
-
-def _import_optional_optimizers() -> None:
-    """Kept for callers: every optimizer (adamw, muon, trasmuon) now registers when this
-    module is imported."""

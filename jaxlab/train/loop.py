@@ -129,6 +129,7 @@ class Run:
 
         status, diverged_step, last_val, last_val_avg = "done", None, None, None
         pending: tuple[int, dict] | None = None
+        last_done = start
         t_log, tokens_log = time.perf_counter(), 0
         bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and self.is_writer),
                    desc=self.workdir.name, unit="step", mininterval=2.0, dynamic_ncols=True)
@@ -170,7 +171,7 @@ class Run:
                     status, diverged_step = "diverged", pending[0]
                     pending = None
                     break
-                done = step + 1
+                done = last_done = step + 1
                 bar.update(1)
                 is_last = done == cfg.steps
                 evaluate = is_last or (cfg.eval_every and done % cfg.eval_every == 0)
@@ -208,7 +209,7 @@ class Run:
             if writer:
                 writer.close()
             failed = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            self._write_summary(failed, None, recent, acc, prior_wall, t0,
+            self._write_summary(failed, last_done, recent, acc, prior_wall, t0,
                                 error=f"{type(e).__name__}: {e}")
             raise
         bar.close()
