@@ -32,9 +32,13 @@ _EMBED_PATTERN = re.compile(r"(^|/)(embed|embedding|embeddings|wte|tok_embedding
 _HEAD_PATTERN = re.compile(r"(^|/)(lm_head|head|unembed|output_projection|logits)(/|$)")
 _STACK_PATTERN = re.compile(r"(^|/)(blocks|layers|scan|experts|stack)(/|$)")
 # Names of vector-like leaves in plain pytrees (norm gains, biases), so a scan-stacked
-# (L, D) gain is L vectors, not one L x D matrix.
+# (L, D) gain is L vectors, not one L x D matrix. The single letters `b` and `g` are
+# too common as generic names to override a leaf's shape: they only mark the trailing
+# axis as the vector axis under a stack path; the longer names are vectors at any shape.
 _VECTOR_PATTERN = re.compile(
     r"(^|/)(bias|b|scale|gain|g|ln\w*|\w*norm\w*|layer_?norm\w*)$", re.IGNORECASE)
+_NAMED_VECTOR_PATTERN = re.compile(
+    r"(^|/)(bias|scale|gain|ln\w*|\w*norm\w*|layer_?norm\w*)$", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +142,7 @@ def _describe_leaf(path: str, leaf: Any, overrides: Mapping[str, str],
             label = EMBEDDING
         elif _HEAD_PATTERN.search(path):
             label = HEAD
-        elif len(core) < 2 or (axes is None and _VECTOR_PATTERN.search(path)):
+        elif len(core) < 2 or (axes is None and _NAMED_VECTOR_PATTERN.search(path)):
             label = VECTOR
         else:
             label = MATRIX

@@ -66,6 +66,17 @@ def test_plain_pytree_patterns_stacks_and_experts():
     assert infos["scalar"].label == "vector"
 
 
+def test_vector_names_single_letters_only_count_under_stacks():
+    # `b`/`g` are common generic names: a plain 2-D `b` is a matrix, a stacked (L, D) `b`
+    # is L bias vectors; an unambiguous norm name is a vector at any shape.
+    params = {"b": jnp.zeros((8, 8)), "layers": {"b": jnp.zeros((3, 8)), "g": jnp.zeros((3, 8))},
+              "final_norm": jnp.zeros((3, 8))}
+    infos = by_path(describe_params(params))
+    assert infos["b"].label == "matrix" and infos["b"].matrix_shape == (8, 8)
+    assert infos["layers/b"].label == "vector" and infos["layers/g"].label == "vector"
+    assert infos["final_norm"].label == "vector"
+
+
 def test_as_matrices_round_trip():
     info = ParamInfo("blocks/o", "matrix", (2, 4, 8, 32), batch_ndim=1, fan_in_ndim=2)
     x = jnp.arange(np.prod(info.shape), dtype=jnp.float32).reshape(info.shape)
