@@ -10,7 +10,6 @@ import sys
 import time
 
 import gin
-import pytest
 
 from jaxlab.launch.expand import load_plan
 from jaxlab.launch.runner import store_of
@@ -63,7 +62,6 @@ def _wait_lock_free(run_dir, timeout_s=30):
     return False
 
 
-@pytest.mark.slow  # ~45 s on an idle 2-core machine, 2+ min when it is shared
 def test_sigkill_launcher_then_relaunch_resumes(tmp_path):
     sweep, root = tmp_path / "study" / "sweep.gin", tmp_path / "sweeps"
     sweep.parent.mkdir()
