@@ -41,6 +41,7 @@ from jaxlab.optim.muon import (
     find_state,
     make_ns_fn,
     matrix_infos,
+    momentum_direction,
     with_adamw_for_the_rest,
 )
 from jaxlab.optim.partition import MATRIX, ParamInfo
@@ -143,9 +144,9 @@ def scale_by_trasmuon(infos: Any, *, b1: float = 0.95, b2: float = 0.95, b_energ
         if len(g_leaves) != len(mats):
             raise ValueError(f"scale_by_trasmuon got {len(g_leaves)} leaves for {len(mats)} "
                              "matrices; mask the non-matrix leaves (see trasmuon())")
-        mu = [b1 * m + (1 - b1) * g
-              for g, m in zip(g_leaves, treedef.flatten_up_to(state.mu))]
-        direction = [b1 * m + (1 - b1) * g if nesterov else m for g, m in zip(g_leaves, mu)]
+        pairs = [momentum_direction(g, m, state.count, b1, nesterov, bias_correction=False)
+                 for g, m in zip(g_leaves, treedef.flatten_up_to(state.mu))]
+        mu, direction = [p[0] for p in pairs], [p[1] for p in pairs]
         ortho = orthogonalize_leaves(direction, mats, ns_fn, stack=stack, shard=shard)
         first = state.count == 0
         out, new_v, new_eref, new_c, parts = [], [], [], [], []
