@@ -65,9 +65,14 @@ class DenseGeneral(nnx.Module):
                             fan_in_ndim=self.in_ndim)
 
     def __call__(self, x):
+        # One 2-D matmul ``(M, K) @ (K, N)``: with the leading (batch, time) axes kept apart,
+        # the kernel gradient contracts two axes at once, which XLA's CPU backend runs at
+        # about half the rate of the plain 2-D product.
         w = self.kernel[...].astype(x.dtype)
-        contract = tuple(range(x.ndim - self.in_ndim, x.ndim)), tuple(range(self.in_ndim))
-        return jax.lax.dot_general(x, w, (contract, ((), ())))
+        lead, fan_in = x.shape[:x.ndim - self.in_ndim], x.shape[x.ndim - self.in_ndim:]
+        fan_out = w.shape[self.in_ndim:]
+        y = x.reshape(-1, math.prod(fan_in)) @ w.reshape(math.prod(fan_in), -1)
+        return y.reshape(*lead, *fan_out)
 
 
 class Embedding(nnx.Module):
@@ -84,4 +89,6 @@ class Embedding(nnx.Module):
     def attend(self, x_BxTxD):
         """Tied output head: ``x @ E^T / sqrt(D)`` (scaled so init logits are O(1))."""
         e = self.embedding[...].astype(x_BxTxD.dtype)
-        return jnp.einsum("btd,vd->btv", x_BxTxD, e) / math.sqrt(e.shape[-1])
+        x_NxD = x_BxTxD.reshape(-1, x_BxTxD.shape[-1])  # 2-D matmul (see DenseGeneral)
+        logits_NxV = (x_NxD @ e.T) / math.sqrt(e.shape[-1])
+        return logits_NxV.reshape(*x_BxTxD.shape[:-1], e.shape[0])
