@@ -25,11 +25,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import gin
+import jax
 import optax
 
 from jaxlab.optim import partition
 from jaxlab.sparse.accounting import compute_fractions_to_steps, sparsity_diagnostics
 from jaxlab.sparse.adams import adams
+from jaxlab.sparse.block_linear import check_block_kernel_compatible
 from jaxlab.sparse.plan import PruneSpec, plan_leaves
 from jaxlab.sparse.prune import prune
 from jaxlab.sparse.schedules import PruningSchedule
@@ -37,6 +39,7 @@ from jaxlab.sparse.srste import sr_ste
 
 METHODS = ("prune", "srste", "adams")
 UNITS = ("compute", "fraction", "step")
+KERNELS = ("auto", "pallas", "dense")
 
 
 @gin.configurable("sparsity")
@@ -54,6 +57,10 @@ class SparsityConfig:
         (CAST's AdamS, arXiv 2509.25996, reconstructed).
       srste_decay: SR-STE's lambda_W.
       adams_decay, adams_refresh: AdamS decay strength and mask refresh period.
+      kernel: with ``structure='block'``, how the model multiplies its hidden matrices:
+        ``'pallas'`` the block-sparse Pallas kernel (:mod:`jaxlab.sparse.block_linear`;
+        interpret mode on CPU, slow), ``'dense'`` the XLA dense product of the zeroed
+        weights, ``'auto'`` the kernel on a single GPU/TPU device, else dense.
     """
 
     target: float | None = None
@@ -79,12 +86,15 @@ class SparsityConfig:
     adams_decay: float = 1.0
     adams_refresh: int = 10
     seed: int = 0
+    kernel: str = "auto"
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown sparsity.method {self.method!r}; valid: {METHODS}")
         if self.unit not in UNITS:
             raise ValueError(f"unknown sparsity.unit {self.unit!r}; valid: {UNITS}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown sparsity.kernel {self.kernel!r}; valid: {KERNELS}")
         if self.method != "prune" and self.structure not in ("nm", "unstructured"):
             raise ValueError(f"sparsity.method={self.method!r} is an N:M method; "
                              f"structure {self.structure!r} is not 'nm'")
@@ -167,3 +177,28 @@ def maybe_prune(tx: optax.GradientTransformation, infos: Any, total_steps: int,
         return out
 
     return tx, merged
+
+
+def block_kernel_size(mesh_devices: int, config: SparsityConfig | None = None) -> int | None:
+    """The tile size the model's hidden matrices should multiply with through the
+    block-sparse kernel (``ModelConfig.sparse_block_size``), or None for the dense path.
+
+    ``sparsity.kernel='auto'`` takes the kernel only for block-structured hard-mask
+    training on one GPU/TPU device (the Pallas call is not partitioned over a mesh);
+    ``'pallas'`` asks for it anywhere and raises where it cannot give the dense path's
+    updates (:func:`~jaxlab.sparse.block_linear.check_block_kernel_compatible`).
+    """
+    cfg = config if config is not None else SparsityConfig()
+    if not cfg.enabled or cfg.kernel == "dense":
+        return None
+    if cfg.kernel == "pallas":
+        check_block_kernel_compatible(cfg.structure, cfg.method, cfg.score)
+        if mesh_devices > 1:
+            raise ValueError(f"sparsity.kernel='pallas' runs on one device; the mesh has "
+                             f"{mesh_devices}. Use sparsity.kernel='auto' or 'dense'")
+        return cfg.block_size
+    on_accelerator = jax.default_backend() in ("gpu", "tpu")
+    if (cfg.structure == "block" and cfg.method == "prune" and cfg.score != "saliency"
+            and on_accelerator and mesh_devices == 1):
+        return cfg.block_size
+    return None

@@ -64,3 +64,19 @@ def test_bad_block_size_and_incompatible_setups_are_named():
     with pytest.raises(ValueError, match="'saliency'"):
         check_block_kernel_compatible("block", "prune", "saliency")
     check_block_kernel_compatible("block", "prune", "random")
+
+
+def test_block_kernel_size_choice():
+    from jaxlab.sparse.training import SparsityConfig, block_kernel_size
+
+    block = SparsityConfig(target=0.5, structure="block", block_size=8)
+    assert block_kernel_size(1, block) is None  # 'auto' on CPU: the dense XLA product
+    assert block_kernel_size(1, SparsityConfig(target=0.5, structure="block", block_size=8,
+                                               kernel="pallas")) == 8
+    assert block_kernel_size(1, SparsityConfig()) is None  # sparsity off
+    with pytest.raises(ValueError, match="one device; the mesh has 8"):
+        block_kernel_size(8, SparsityConfig(target=0.5, structure="block", kernel="pallas"))
+    with pytest.raises(ValueError, match="structure='block'"):
+        block_kernel_size(1, SparsityConfig(target=0.5, kernel="pallas"))
+    with pytest.raises(ValueError, match="unknown sparsity.kernel 'fast'"):
+        SparsityConfig(kernel="fast")
