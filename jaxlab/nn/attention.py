@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxlab.nn.config import ModelConfig
@@ -12,10 +13,88 @@ from jaxlab.nn.layers import DenseGeneral, RMSNorm
 from jaxlab.nn.rope import apply_rope
 
 
-class Attention(nnx.Module):
-    """GQA attention (arXiv 2305.13245) through ``jax.nn.dot_product_attention``.
+def _scores(q_BxKxGxTxDh, k_BxKxSxDh):
+    """Causally masked float32 scores ``(B, K, G, T, S)``; masked entries are ``-inf``."""
+    s = jnp.einsum("bkgtd,bksd->bkgts", q_BxKxGxTxDh, k_BxKxSxDh,
+                   preferred_element_type=jnp.float32)
+    t, sl = s.shape[-2:]
+    causal_TxS = jnp.arange(t)[:, None] >= jnp.arange(sl)[None, :]
+    return jnp.where(causal_TxS, s, -jnp.inf)
 
-    Kernels: ``q (D, H, Dh)``, ``k, v (D, K, Dh)``, ``o (H, Dh, D)``.
+
+def _attend(q, k, v):
+    """Forward: output ``(B, K, G, T, Dh)`` and the row log-sum-exp ``(B, K, G, T, 1)``."""
+    s = _scores(q, k)
+    m = jnp.max(s, axis=-1, keepdims=True)  # finite: every row sees at least its own key
+    p = jnp.exp(s - m)
+    l = jnp.sum(p, axis=-1, keepdims=True)
+    o = jnp.einsum("bkgts,bksd->bkgtd", p.astype(v.dtype), v,
+                   preferred_element_type=jnp.float32) / l
+    return o.astype(q.dtype), m + jnp.log(l)
+
+
+@jax.custom_vjp
+def _causal_attention_core(q, k, v):
+    return _attend(q, k, v)[0]
+
+
+def _core_fwd(q, k, v):
+    o, lse = _attend(q, k, v)
+    return o, (q, k, v, o, lse)
+
+
+def _core_bwd(res, do):
+    # The (T, S) probabilities are recomputed from q, k and the saved log-sum-exp instead
+    # of being stored for the backward pass (as in FlashAttention, arXiv 2205.14135).
+    q, k, v, o, lse = res
+    p = jnp.exp(_scores(q, k) - lse)
+    dv = jnp.einsum("bkgts,bkgtd->bksd", p.astype(do.dtype), do,
+                    preferred_element_type=jnp.float32)
+    dp = jnp.einsum("bkgtd,bksd->bkgts", do, v, preferred_element_type=jnp.float32)
+    delta = jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1, keepdims=True)
+    ds = (p * (dp - delta)).astype(q.dtype)
+    dq = jnp.einsum("bkgts,bksd->bkgtd", ds, k, preferred_element_type=jnp.float32)
+    dk = jnp.einsum("bkgts,bkgtd->bksd", ds, q, preferred_element_type=jnp.float32)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+
+_causal_attention_core.defvjp(_core_fwd, _core_bwd)
+
+
+def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
+    """``softmax(q k^T / sqrt(Dh) + causal mask) v`` with ``K`` dividing ``H`` (GQA).
+
+    Same result as ``jax.nn.dot_product_attention(q, k, v, is_causal=True)``. Heads are
+    laid out ``(B, K, G, T, Dh)`` so each score and value product is one batched matmul,
+    and the backward pass recomputes the probabilities from a saved log-sum-exp rather than
+    keeping ``B H T^2`` floats per layer: on XLA's CPU backend the saved probabilities (and
+    the layouts it picks for ``dot_product_attention``) made attention several times
+    slower than its FLOPs, at one extra ``q k^T`` product per layer in the backward.
+    """
+    b, t, h, dh = q_BxTxHxDh.shape
+    kv = k_BxTxKxDh.shape[2]
+    q = q_BxTxHxDh * jnp.asarray(1.0 / math.sqrt(dh), q_BxTxHxDh.dtype)
+    q = q.reshape(b, t, kv, h // kv, dh).transpose(0, 2, 3, 1, 4)
+    k = k_BxTxKxDh.transpose(0, 2, 1, 3)
+    v = v_BxTxKxDh.transpose(0, 2, 1, 3)
+    o_BxKxGxTxDh = _causal_attention_core(q, k, v)
+    return o_BxKxGxTxDh.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
+
+
+def _attention_fn(impl: str):
+    if impl == "auto":
+        impl = "jaxlab" if jax.default_backend() == "cpu" else "xla"
+    if impl == "jaxlab":
+        return causal_attention
+    return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                                        implementation=impl)
+
+
+class Attention(nnx.Module):
+    """GQA attention (arXiv 2305.13245).
+
+    Kernels: ``q (D, H, Dh)``, ``k, v (D, K, Dh)``, ``o (H, Dh, D)``. The core is
+    :func:`causal_attention` or ``jax.nn.dot_product_attention`` (``cfg.attention_impl``).
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -31,6 +110,7 @@ class Attention(nnx.Module):
                               rngs=rngs, param_dtype=pd,
                               init_scale=1.0 / math.sqrt(2 * cfg.n_layers))
         self.qk_norm = cfg.qk_norm
+        self.attention_impl = cfg.attention_impl
         if cfg.qk_norm:
             self.q_norm = RMSNorm(dh, eps=cfg.norm_eps, param_dtype=pd)
             self.k_norm = RMSNorm(dh, eps=cfg.norm_eps, param_dtype=pd)
@@ -42,5 +122,5 @@ class Attention(nnx.Module):
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
-        out_BxTxHxDh = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        out_BxTxHxDh = _attention_fn(self.attention_impl)(q, k, v)
         return self.o(out_BxTxHxDh)

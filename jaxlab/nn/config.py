@@ -8,6 +8,7 @@ import gin
 import jax.numpy as jnp
 
 _DTYPES = ("float32", "bfloat16", "float16")
+_ATTENTION_IMPLS = ("auto", "jaxlab", "xla", "cudnn")
 
 
 @gin.configurable
@@ -29,6 +30,10 @@ class ModelConfig:
       tie_embeddings: reuse the input embedding as the output head.
       scan_layers: stack block parameters as ``(L, ...)`` and run the blocks in a
         ``lax.scan``, so compile time does not grow with depth.
+      attention_impl: the attention core. ``"jaxlab"``: :func:`jaxlab.nn.attention.
+        causal_attention` (batched-matmul layout, probabilities recomputed in the backward;
+        the fast one on CPU); ``"xla"`` or ``"cudnn"``: ``jax.nn.dot_product_attention``
+        with that implementation; ``"auto"``: ``"jaxlab"`` on CPU, ``"xla"`` elsewhere.
       remat: rematerialise each block in the backward pass (less memory, ~1/3 more compute).
       param_dtype, compute_dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
       norm_eps: RMSNorm epsilon.
@@ -47,6 +52,7 @@ class ModelConfig:
     qk_norm: bool = False
     tie_embeddings: bool = True
     scan_layers: bool = True
+    attention_impl: str = "auto"
     remat: bool = False
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
@@ -70,6 +76,9 @@ class ModelConfig:
             )
         if self.resolved_head_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.resolved_head_dim}")
+        if self.attention_impl not in _ATTENTION_IMPLS:
+            raise ValueError(f"ModelConfig.attention_impl={self.attention_impl!r}; "
+                             f"valid: {_ATTENTION_IMPLS}")
         for name in ("param_dtype", "compute_dtype"):
             if getattr(self, name) not in _DTYPES:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}; valid: {_DTYPES}")
