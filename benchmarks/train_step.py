@@ -16,6 +16,10 @@ import platform
 import statistics
 import time
 
+from jaxlab.train.host_memory import keep_host_memory
+
+KEPT_HOST_MEMORY = keep_host_memory()  # as ``python -m jaxlab.train`` does, before JAX starts
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,7 +95,9 @@ def main() -> None:
         f"device: {dev.device_kind} ({jax.default_backend()}, {jax.device_count()} device(s)), "
         f"host {platform.machine()}, jax {jax.__version__}",
         f"model: d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} seq={seq} batch={batch} "
-        f"compute={cfg.compute_dtype} train FLOPs/step={step_flops:.3e}",
+        (f"compute={cfg.compute_dtype} attention={cfg.attention_impl} remat={cfg.remat} "
+         f"train FLOPs/step={step_flops:.3e}"),
+        f"host malloc keeps freed memory (jaxlab.train.host_memory, as the CLI): {KEPT_HOST_MEMORY}",
         f"matmul {n}x{n} {jnp.dtype(mm_dtype).name}: {mm / 1e9:.1f} GFLOP/s (median of {a.rounds})",
         f"train step: {st / 1e9:.1f} GFLOP/s, {batch * seq * st / step_flops:.0f} tokens/s",
         f"ratio train-step / matmul: {st / mm:.1%}",

@@ -7,6 +7,8 @@ Example (about a minute on 2 CPU cores)::
         --gin_bindings "build_optimizer.optimizer = 'adamw'"
 
 Re-running the same command on the same ``--workdir`` resumes from its last checkpoint.
+On Linux the process keeps freed host memory for reuse (``jaxlab.train.host_memory``; about
+15% faster steps on CPU); ``JAXLAB_KEEP_HOST_MEMORY=0`` turns that off.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from absl import app, flags, logging
 
 from jaxlab.train.gin_setup import parse_gin, write_operative_config
+from jaxlab.train.host_memory import keep_host_memory
 
 FLAGS = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it has a checkpoint).",
                             required=True)
@@ -27,6 +30,7 @@ GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g.
 def main(argv) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
+    keep_host_memory()  # before JAX starts its CPU client: see jaxlab.train.host_memory
     from jaxlab.train.loop import train  # after flag parsing: JAX starts here
     from jaxlab.train.plots import plot_loss_curves
 
