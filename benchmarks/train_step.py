@@ -92,10 +92,10 @@ def main() -> None:
     mm, st = statistics.median(mm_rates), statistics.median(step_rates)
     dev = jax.devices()[0]
     lines = [
-        f"device: {dev.device_kind} ({jax.default_backend()}, {jax.device_count()} device(s)), "
-        f"host {platform.machine()}, jax {jax.__version__}",
-        f"model: d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} seq={seq} batch={batch} "
-        (f"compute={cfg.compute_dtype} attention={cfg.attention_impl} remat={cfg.remat} "
+        (f"device: {dev.device_kind} ({jax.default_backend()}, {jax.device_count()} device(s)), "
+         f"host {platform.machine()}, jax {jax.__version__}"),
+        (f"model: d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} seq={seq} batch={batch} "
+         f"compute={cfg.compute_dtype} attention={cfg.attention_impl} remat={cfg.remat} "
          f"train FLOPs/step={step_flops:.3e}"),
         f"host malloc keeps freed memory (jaxlab.train.host_memory, as the CLI): {KEPT_HOST_MEMORY}",
         f"matmul {n}x{n} {jnp.dtype(mm_dtype).name}: {mm / 1e9:.1f} GFLOP/s (median of {a.rounds})",
