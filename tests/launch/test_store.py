@@ -20,7 +20,11 @@ WRITER = textwrap.dedent("""
     open(go + "-ready-" + worker, "w").close()
     while not os.path.exists(go):   # start together
         time.sleep(0.01)
+    other = "b" if worker == "a" else "a"
     for i in range(n):
+        if i == n // 2:   # halfway, wait for the other writer: the rows must interleave
+            while store.meta(f"last-{other}") is None:
+                time.sleep(0.01)
         rid = f"{worker}-{i}"
         store.register(rid, rid, f"/runs/{rid}", {"w": worker}, {"K.i": str(i)}, [])
         store.start(rid, None, worker)
@@ -49,7 +53,8 @@ def test_two_processes_writing_at_once_lose_no_rows(tmp_path):
     assert all(r["final_val_loss"] == float(r["run_id"].split("-")[1]) for r in rows)
     assert store.counts()["done"] == 2 * n
     order = [r["run_id"][0] for r in sorted(rows, key=lambda r: r["finished_at"])]
-    assert sum(x != y for x, y in itertools.pairwise(order)) >= 2  # the writers interleaved
+    # Each writer's second half waits for a row of the other's, so the log switches writer >= 2 times.
+    assert sum(x != y for x, y in itertools.pairwise(order)) >= 2
     assert store.meta("last-a") == n - 1 and store.meta("last-b") == n - 1
 
 
