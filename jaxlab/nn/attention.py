@@ -100,14 +100,15 @@ class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         d, h, k, dh = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.resolved_head_dim
         pd = cfg.param_jnp_dtype
+        b = cfg.sparse_block_size
         self.q = DenseGeneral((d,), (h, dh), logical_axes=("embed", "heads", "head_dim"),
-                              rngs=rngs, param_dtype=pd)
+                              rngs=rngs, param_dtype=pd, block_size=b)
         self.k = DenseGeneral((d,), (k, dh), logical_axes=("embed", "kv_heads", "head_dim"),
-                              rngs=rngs, param_dtype=pd)
+                              rngs=rngs, param_dtype=pd, block_size=b)
         self.v = DenseGeneral((d,), (k, dh), logical_axes=("embed", "kv_heads", "head_dim"),
-                              rngs=rngs, param_dtype=pd)
+                              rngs=rngs, param_dtype=pd, block_size=b)
         self.o = DenseGeneral((h, dh), (d,), logical_axes=("heads", "head_dim", "embed"),
-                              rngs=rngs, param_dtype=pd,
+                              rngs=rngs, param_dtype=pd, block_size=b,
                               init_scale=1.0 / math.sqrt(2 * cfg.n_layers))
         self.qk_norm = cfg.qk_norm
         self.attention_impl = cfg.attention_impl

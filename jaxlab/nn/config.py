@@ -34,6 +34,10 @@ class ModelConfig:
         causal_attention` (batched-matmul layout, probabilities recomputed in the backward;
         the fast one on CPU); ``"xla"`` or ``"cudnn"``: ``jax.nn.dot_product_attention``
         with that implementation; ``"auto"``: ``"jaxlab"`` on CPU, ``"xla"`` elsewhere.
+      sparse_block_size: when set, the hidden matrices (attention and MLP kernels, not the
+        embedding or head) multiply through the block-sparse Pallas kernel with ``b x b``
+        tiles, skipping all-zero tiles (:func:`jaxlab.sparse.block_linear.block_sparse_dot`).
+        The training loop sets it from ``sparsity.kernel``; None is the dense product.
       remat: rematerialise each block in the backward pass (less memory, ~1/3 more compute).
       param_dtype, compute_dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
       norm_eps: RMSNorm epsilon.
@@ -53,6 +57,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     scan_layers: bool = True
     attention_impl: str = "auto"
+    sparse_block_size: int | None = None
     remat: bool = False
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
@@ -79,6 +84,10 @@ class ModelConfig:
         if self.attention_impl not in _ATTENTION_IMPLS:
             raise ValueError(f"ModelConfig.attention_impl={self.attention_impl!r}; "
                              f"valid: {_ATTENTION_IMPLS}")
+        if self.sparse_block_size is not None and (
+                not isinstance(self.sparse_block_size, int) or self.sparse_block_size < 1):
+            raise ValueError(f"ModelConfig.sparse_block_size={self.sparse_block_size!r}; valid: "
+                             f"None (dense) or a positive int tile size")
         for name in ("param_dtype", "compute_dtype"):
             if getattr(self, name) not in _DTYPES:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}; valid: {_DTYPES}")

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxlab.sparse.block_linear import block_sparse_dot
+
 
 def param(rngs: nnx.Rngs | None, init, shape: Sequence[int], dtype, logical_axes,
           **metadata) -> nnx.Param:
@@ -49,13 +51,16 @@ class DenseGeneral(nnx.Module):
     """``y = x @ W`` contracting the trailing ``len(in_shape)`` axes of x.
 
     Kernel shape ``(*in_shape, *out_shape)`` with ``fan_in_ndim = len(in_shape)``; init
-    truncated-normal with std ``init_scale / sqrt(prod(in_shape))``.
+    truncated-normal with std ``init_scale / sqrt(prod(in_shape))``. With ``block_size``
+    set, the product skips all-zero ``b x b`` tiles of the ``(fan_in, fan_out)`` kernel
+    through the Pallas block-sparse matmul (:mod:`jaxlab.sparse.block_linear`).
     """
 
     def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], *,
                  logical_axes: Sequence[str], rngs: nnx.Rngs, init_scale: float = 1.0,
-                 param_dtype=jnp.float32):
+                 param_dtype=jnp.float32, block_size: int | None = None):
         self.in_ndim = len(in_shape)
+        self.block_size = block_size
         self.out_ndim = len(out_shape)
         fan_in = math.prod(in_shape)
         std = init_scale / math.sqrt(fan_in)
@@ -69,6 +74,8 @@ class DenseGeneral(nnx.Module):
         # the kernel gradient contracts two axes at once, which XLA's CPU backend runs at
         # about half the rate of the plain 2-D product.
         w = self.kernel[...].astype(x.dtype)
+        if self.block_size is not None:
+            return block_sparse_dot(x, w, self.in_ndim, self.block_size)
         lead, fan_in = x.shape[:x.ndim - self.in_ndim], x.shape[x.ndim - self.in_ndim:]
         fan_out = w.shape[self.in_ndim:]
         y = x.reshape(-1, math.prod(fan_in)) @ w.reshape(math.prod(fan_in), -1)

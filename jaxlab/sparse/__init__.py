@@ -12,8 +12,11 @@ Library use::
 From the CLI, ``sparsity.*`` gin bindings (see :mod:`jaxlab.sparse.training`).
 """
 
-from jaxlab.sparse.accounting import (compute_fractions_to_steps, planned_nonzeros,
-                                      sparsity_diagnostics)
+from jaxlab.sparse.accounting import (
+                                      compute_fractions_to_steps,
+                                      planned_nonzeros,
+                                      sparsity_diagnostics,
+)
 from jaxlab.sparse.adams import adams
 from jaxlab.sparse.distributions import distribute, solve_densities
 from jaxlab.sparse.masks import topk_masks

@@ -14,7 +14,6 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
@@ -26,6 +25,7 @@ from jaxlab.mesh import make_mesh, mesh_spec_string
 from jaxlab.nn import ModelConfig, flops_per_token, param_counts
 from jaxlab.optim.registry import Optimizer, build_optimizer
 from jaxlab.sharding import batch_sharding
+from jaxlab.sparse.training import block_kernel_size
 from jaxlab.train import state as train_state
 from jaxlab.train.checkpoint import Checkpointer
 from jaxlab.train.config import TrainConfig
@@ -76,6 +76,10 @@ class Run:
         self.train_tokens = data_cfg.tokens("train")
         self.val_tokens = data_cfg.tokens("validation")
         check_vocab(self.train_tokens, model_cfg.vocab_size, "the training data")
+        block = block_kernel_size(self.mesh.size)
+        if block is not None and model_cfg.sparse_block_size is None:
+            # Block-sparse training multiplies its hidden matrices through the Pallas kernel.
+            model_cfg = self.model_cfg = dataclasses.replace(model_cfg, sparse_block_size=block)
         self.mdef = train_state.model_def(model_cfg, self.mesh, cfg.seed)
         self.opt: Optimizer = build_optimizer(self.mdef.abstract_params, cfg.steps)
         self.counts = param_counts(model_cfg)

@@ -16,8 +16,13 @@ from jax.sharding import Mesh
 
 from jaxlab.nn import ModelConfig, TransformerLM
 from jaxlab.optim.registry import Optimizer
-from jaxlab.sharding import (AxisRules, abstract_with_shardings, replicated,
-                             shardings_like_params, state_shardings)
+from jaxlab.sharding import (
+    AxisRules,
+    abstract_with_shardings,
+    replicated,
+    shardings_like_params,
+    state_shardings,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxlab.data import DataConfig, eval_batches, train_dataset
-from jaxlab.data import corpora
+from jaxlab.data import DataConfig, corpora, eval_batches, train_dataset
 from jaxlab.data.pipeline import check_vocab
 from jaxlab.data.tokenizer import decode, encode
 

@@ -11,8 +11,18 @@ from flax import nnx
 from jaxlab.nn import ModelConfig, TransformerLM, cross_entropy
 from jaxlab.optim.partition import ParamInfo, describe_params
 from jaxlab.optim.registry import build_optimizer
-from jaxlab.sparse import (PruneSpec, PruningSchedule, SparsityConfig, adams, block_mask,
-                           maybe_prune, nm_mask, plan_leaves, prune, sr_ste)
+from jaxlab.sparse import (
+    PruneSpec,
+    PruningSchedule,
+    SparsityConfig,
+    adams,
+    block_mask,
+    maybe_prune,
+    nm_mask,
+    plan_leaves,
+    prune,
+    sr_ste,
+)
 from jaxlab.sparse.prune import PruneState
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, max_seq_len=16)

@@ -6,8 +6,15 @@ import optax
 import pytest
 
 from jaxlab.optim.partition import describe_params
-from jaxlab.sparse import (PruneSpec, PruningSchedule, compute_fractions_to_steps,
-                           plan_leaves, planned_nonzeros, prune, sparsity_diagnostics)
+from jaxlab.sparse import (
+    PruneSpec,
+    PruningSchedule,
+    compute_fractions_to_steps,
+    plan_leaves,
+    planned_nonzeros,
+    prune,
+    sparsity_diagnostics,
+)
 
 
 @pytest.mark.parametrize("xp", [np, jnp])

@@ -14,7 +14,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from jaxlab.nn import ModelConfig
