@@ -25,7 +25,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) -m slow
 
 bench: $(STAMP)
-	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: $(STAMP)
 	$(PY) -m ruff check jaxlab pallas_kernels tests benchmarks experiments

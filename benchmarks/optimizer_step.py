@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _timing import median_seconds
 from flax import nnx
 
 from jaxlab.nn import ModelConfig, TransformerLM
@@ -59,16 +60,6 @@ def optax_dimension_numbers(infos):
     return jax.tree.map(one, infos, is_leaf=lambda x: isinstance(x, ParamInfo))
 
 
-def timed(fn, args, reps: int) -> float:
-    """Median seconds of ``reps`` blocked calls."""
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def matmul_rate(shape_bmk: tuple[int, int, int, int], dtype, reps: int) -> float:
     """FLOP/s of a batched ``(b, m, k) @ (b, k, n)`` dot."""
     b, m, k, n = shape_bmk
@@ -76,7 +67,7 @@ def matmul_rate(shape_bmk: tuple[int, int, int, int], dtype, reps: int) -> float
     y = jax.random.normal(jax.random.key(2), (b, k, n), dtype)
     f = jax.jit(lambda x, y: jnp.einsum("bmk,bkn->bmn", x, y))
     jax.block_until_ready(f(x, y))
-    return 2 * b * m * k * n / timed(f, (x, y), reps)
+    return 2 * b * m * k * n / median_seconds(f, x, y, reps=reps, warmup=False)
 
 
 def main() -> None:
@@ -125,7 +116,7 @@ def main() -> None:
     times = {name: [] for name in txs}
     for _ in range(a.rounds):
         for name, (fn, args) in calls.items():
-            times[name].append(timed(fn, args, a.reps))
+            times[name].append(median_seconds(fn, *args, reps=a.reps, warmup=False))
     med = {name: statistics.median(ts) for name, ts in times.items()}
 
     mats = [i for i in infos_list(infos) if i.label == MATRIX]
@@ -215,8 +206,9 @@ def train_step_fraction(cfg: ModelConfig, tx, update_s: float, a) -> list[str]:
 
     fn = jax.jit(step)
     jax.block_until_ready(fn(params, state, tokens))
-    step_s = statistics.median(timed(fn, (params, state, tokens), a.reps)
-                               for _ in range(a.rounds))
+    step_s = statistics.median(
+        median_seconds(fn, params, state, tokens, reps=a.reps, warmup=False)
+        for _ in range(a.rounds))
     return [f"full train step (batch 16 x 1024, bf16 compute): {step_s * 1e3:.1f} ms",
             (f"jaxlab muon update / train step: {100 * update_s / step_s:.1f}% "
              "(Moonlight reports 1-3%)")]

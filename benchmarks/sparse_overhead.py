@@ -20,29 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import optax
+from _timing import call_times
 from flax import nnx
 
 from jaxlab.nn import ModelConfig, TransformerLM, cross_entropy
 from jaxlab.optim.partition import describe_params
 from jaxlab.sparse import PruneSpec, PruningSchedule, plan_leaves, prune
 from jaxlab.sparse.prune import compute_masks, zero_param_moments
-
-
-def timed(fn, *args, rounds: int) -> list[float]:
-    """Wall times of ``rounds`` calls (after one warm-up), blocking on the outputs."""
-    jax.block_until_ready(fn(*args))
-    out = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main() -> None:
@@ -106,9 +95,9 @@ def main() -> None:
     mask_t = []
     for _ in range(args.rounds):  # interleaved rounds
         for k in steps:
-            step_t[k] += timed(steps[k], params, states[k], rounds=3)
-            upd_t[k] += timed(updates[k], grads, states[k], params, rounds=3)
-        mask_t += timed(mask_fn, params, grads, states["masked"], rounds=1)
+            step_t[k] += call_times(steps[k], params, states[k], reps=3)
+            upd_t[k] += call_times(updates[k], grads, states[k], params, reps=3)
+        mask_t += call_times(mask_fn, params, grads, states["masked"], reps=1)
 
     med = {k: statistics.median(v) for k, v in step_t.items()}
     med_u = {k: statistics.median(v) for k, v in upd_t.items()}

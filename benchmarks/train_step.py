@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 
 from jaxlab.train.host_memory import keep_host_memory
 
@@ -23,6 +22,7 @@ KEPT_HOST_MEMORY = keep_host_memory()  # as ``python -m jaxlab.train`` does, bef
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import median_seconds
 
 from jaxlab.data import shard_batch
 from jaxlab.mesh import make_mesh
@@ -31,17 +31,6 @@ from jaxlab.optim.registry import build_optimizer
 from jaxlab.sharding import batch_sharding
 from jaxlab.train import state as train_state
 from jaxlab.train.step import make_train_step
-
-
-def time_call(fn, *args, reps: int) -> float:
-    """Median seconds per call of ``fn(*args)`` (results blocked on)."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -87,8 +76,8 @@ def main() -> None:
     step_flops = flops_per_token(cfg, seq)["train"] * batch * seq
     mm_rates, step_rates = [], []
     for _ in range(a.rounds):
-        mm_rates.append(2 * n**3 / time_call(matmul, x, y, reps=a.reps))
-        step_rates.append(step_flops / time_call(train_once, reps=a.reps))
+        mm_rates.append(2 * n**3 / median_seconds(matmul, x, y, reps=a.reps))
+        step_rates.append(step_flops / median_seconds(train_once, reps=a.reps))
     mm, st = statistics.median(mm_rates), statistics.median(step_rates)
     dev = jax.devices()[0]
     lines = [
