@@ -61,17 +61,23 @@ def block_sparse_dot(x: jax.Array, w: jax.Array, in_ndim: int, b: int, *,
     return jnp.reshape(y, (*lead, *out_shape))
 
 
-def check_block_kernel_compatible(structure: str, method: str, score: str) -> None:
-    """Raises unless the sparse setup keeps pruned tiles exactly zero and never reads the
-    dense gradient of a pruned weight (the conditions under which the kernel path gives
-    the dense path's updates)."""
+def block_kernel_problem(structure: str, method: str, score: str) -> str | None:
+    """Why the kernel path would not give the dense path's updates for this sparse setup
+    (pruned tiles must stay exactly zero and no dense gradient of a pruned weight may be
+    read), or None when it would."""
     if structure != "block":
-        raise ValueError(f"the block-sparse kernel needs sparsity.structure='block', got "
-                         f"{structure!r}")
+        return f"the block-sparse kernel needs sparsity.structure='block', got {structure!r}"
     if method != "prune":
-        raise ValueError(f"the block-sparse kernel needs sparsity.method='prune' (hard masks); "
-                         f"{method!r} reads dense gradients of pruned weights")
+        return (f"the block-sparse kernel needs sparsity.method='prune' (hard masks); "
+                f"{method!r} reads dense gradients of pruned weights")
     if score == "saliency":
-        raise ValueError("the block-sparse kernel needs a gradient-free sparsity.score "
-                         "('magnitude' or 'random'); 'saliency' scores weights by their dense "
-                         "gradients")
+        return ("the block-sparse kernel needs a gradient-free sparsity.score ('magnitude' or "
+                "'random'); 'saliency' scores weights by their dense gradients")
+    return None
+
+
+def check_block_kernel_compatible(structure: str, method: str, score: str) -> None:
+    """Raises :func:`block_kernel_problem`'s reason, if there is one."""
+    problem = block_kernel_problem(structure, method, score)
+    if problem is not None:
+        raise ValueError(problem)

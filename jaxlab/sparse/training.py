@@ -31,7 +31,7 @@ import optax
 from jaxlab.optim import partition
 from jaxlab.sparse.accounting import compute_fractions_to_steps, sparsity_diagnostics
 from jaxlab.sparse.adams import adams
-from jaxlab.sparse.block_linear import check_block_kernel_compatible
+from jaxlab.sparse.block_linear import block_kernel_problem, check_block_kernel_compatible
 from jaxlab.sparse.plan import PruneSpec, plan_leaves
 from jaxlab.sparse.prune import prune
 from jaxlab.sparse.schedules import PruningSchedule
@@ -198,7 +198,7 @@ def block_kernel_size(mesh_devices: int, config: SparsityConfig | None = None) -
                              f"{mesh_devices}. Use sparsity.kernel='auto' or 'dense'")
         return cfg.block_size
     on_accelerator = jax.default_backend() in ("gpu", "tpu")
-    if (cfg.structure == "block" and cfg.method == "prune" and cfg.score != "saliency"
-            and on_accelerator and mesh_devices == 1):
+    if on_accelerator and mesh_devices == 1 and (
+            block_kernel_problem(cfg.structure, cfg.method, cfg.score) is None):
         return cfg.block_size
     return None

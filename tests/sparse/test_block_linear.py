@@ -66,7 +66,8 @@ def test_bad_block_size_and_incompatible_setups_are_named():
     check_block_kernel_compatible("block", "prune", "random")
 
 
-def test_block_kernel_size_choice():
+def test_block_kernel_size_choice(monkeypatch):
+    from jaxlab.sparse import training
     from jaxlab.sparse.training import SparsityConfig, block_kernel_size
 
     block = SparsityConfig(target=0.5, structure="block", block_size=8)
@@ -80,6 +81,13 @@ def test_block_kernel_size_choice():
         block_kernel_size(1, SparsityConfig(target=0.5, kernel="pallas"))
     with pytest.raises(ValueError, match="unknown sparsity.kernel 'fast'"):
         SparsityConfig(kernel="fast")
+    # 'auto' on one accelerator device takes the kernel only where it gives the dense updates
+    monkeypatch.setattr(training.jax, "default_backend", lambda: "gpu")
+    assert block_kernel_size(1, block) == 8
+    assert block_kernel_size(2, block) is None
+    assert block_kernel_size(1, SparsityConfig(target=0.5, structure="nm")) is None
+    assert block_kernel_size(1, SparsityConfig(target=0.5, structure="block",
+                                               score="saliency")) is None
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
