@@ -12,6 +12,11 @@ matrices and the only collectives are the re-layouts before and after NS, never 
 its iterations. This is the fix Moonlight (arXiv 2502.16982, Algorithm 1) and the
 "stack same-shape leaves, shard the stack axis" recipe describe for FSDP and tensor
 parallel weights; GSPMD on per-leaf NS instead puts all-reduces in every iteration.
+
+Off a mesh on CPU, a big stack is orthogonalised in chunks, one after the other
+(:func:`in_chunks`): NS streams each iterate through several elementwise passes, and a
+chunk of about 8 MiB stays in cache where a 32 MiB stack of ``512 x 512`` matrices does
+not (the whole d512 x 8-layer update runs ~25% faster on the 2-core benchmark machine).
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxlab.optim.partition import ParamInfo
+
+NS_CHUNKS = ("auto", "all")
+# 'auto' on CPU: matrices per sequential NS call so one chunk's input is at most this.
+CPU_CHUNK_BYTES = 8 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +81,49 @@ def _shard_stack(x: jax.Array, mesh) -> jax.Array:
     if pad:
         x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)], axis=0)
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(axes, None, None)))
+
+
+def chunk_size(num: int, matrix_bytes: int, chunk: int | str = "auto",
+               backend: str | None = None) -> int:
+    """Matrices per sequential NS call for a stack of ``num`` matrices.
+
+    ``chunk``: ``'all'`` (the whole stack in one call), ``'auto'`` (the whole stack on
+    GPU/TPU, whose NS wants one big batched call; on CPU as many matrices as fit in
+    :data:`CPU_CHUNK_BYTES`) or a positive int. The result is the largest divisor of
+    ``num`` not above the request, so every chunk has the same shape.
+    """
+    if chunk == "all":
+        return num
+    if chunk == "auto":
+        if (backend or jax.default_backend()) != "cpu":
+            return num
+        chunk = max(1, CPU_CHUNK_BYTES // matrix_bytes)
+    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"ns_chunk={chunk!r}; valid: {NS_CHUNKS} or a positive int "
+                         "(matrices per Newton-Schulz call)")
+    size = min(chunk, num)
+    while num % size:
+        size -= 1
+    return size
+
+
+def in_chunks(ns_fn: Callable[[jax.Array], jax.Array],
+              chunk: int | str = "auto") -> Callable[[jax.Array], jax.Array]:
+    """``ns_fn`` run over ``x (N, m, n)`` in :func:`chunk_size` chunks with ``lax.map``
+    (same result: NS is per matrix). A stack laid out on a mesh is left whole: it is
+    already split over devices along N."""
+    chunk_size(1, 1, chunk, "cpu")  # validates early
+
+    def fn(x: jax.Array) -> jax.Array:
+        num = x.shape[0]
+        size = num if mesh_of(x) is not None else chunk_size(
+            num, math.prod(x.shape[1:]) * x.dtype.itemsize, chunk)
+        if size == num:
+            return ns_fn(x)
+        y = jax.lax.map(ns_fn, x.reshape(num // size, size, *x.shape[1:]))
+        return y.reshape(x.shape)
+
+    return fn
 
 
 def orthogonalize_leaves(leaves: Sequence[jax.Array], infos: Sequence[ParamInfo],

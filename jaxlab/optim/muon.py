@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlab.optim import layerwise as layerwise_lib
-from jaxlab.optim.matrix_stacking import orthogonalize_leaves
+from jaxlab.optim.matrix_stacking import in_chunks, orthogonalize_leaves
 from jaxlab.optim.newton_schulz import default_norm_scale, newton_schulz, ns_coefficients
 from jaxlab.optim.partition import MATRIX, ParamInfo, describe_params, infos_list
 
@@ -71,9 +71,16 @@ def shape_scale(info: ParamInfo, update_scale: str | float, rms_target: float = 
 
 def make_ns_fn(ns_coeffs="keller", ns_steps: int = 5, *, eps: float = 1e-7,
                norm_scale: float | None = None, ns_dtype="float32", ns_variant: str = "auto",
-               ns_impl: str = "xla", interpret: bool | None = None) -> Callable:
+               ns_impl: str = "xla", ns_chunk: int | str = "auto",
+               interpret: bool | None = None) -> Callable:
     """``(N, fan_in, fan_out) -> (N, fan_in, fan_out)`` orthogonaliser (see
-    :func:`jaxlab.optim.newton_schulz.newton_schulz` for the arguments)."""
+    :func:`jaxlab.optim.newton_schulz.newton_schulz` for the arguments; ``ns_chunk``:
+    matrices per sequential call, :func:`jaxlab.optim.matrix_stacking.chunk_size`)."""
+    return in_chunks(_ns_fn(ns_coeffs, ns_steps, eps, norm_scale, ns_dtype, ns_variant,
+                            ns_impl, interpret), ns_chunk)
+
+
+def _ns_fn(ns_coeffs, ns_steps, eps, norm_scale, ns_dtype, ns_variant, ns_impl, interpret):
     table = ns_coefficients(ns_coeffs, ns_steps)  # validates early, Python floats
     dtype = jnp.dtype(ns_dtype)
     if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
@@ -207,8 +214,8 @@ def deferred(build: Callable[[Any], optax.GradientTransformation]):
 
 def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
          ns_coeffs="keller", ns_steps: int = 5, ns_dtype="float32", ns_variant: str = "auto",
-         ns_impl: str = "xla", eps: float = 1e-7, norm_scale: float | None = None,
-         beta: float = 0.95, nesterov: bool = True, bias_correction: bool = False,
+         ns_impl: str = "xla", ns_chunk: int | str = "auto", eps: float = 1e-7,
+         norm_scale: float | None = None, beta: float = 0.95, nesterov: bool = True, bias_correction: bool = False,
          update_scale: str | float = "keller", rms_target: float = 0.2,
          weight_decay: float = 0.0, adam_learning_rate: optax.ScalarOrSchedule | None = None,
          adam_b1: float = 0.9, adam_b2: float = 0.95, adam_eps: float = 1e-8,
@@ -223,6 +230,8 @@ def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
         (``keller``/``polar_express``/``dion``/tuples; ``float32``/``bfloat16``;
         ``auto``/``plain``/``gram``).
       ns_impl: ``'xla'`` or ``'pallas'`` (the kernel in ``pallas_kernels/newton_schulz``).
+      ns_chunk: matrices per sequential NS call (``'auto'``: cache-sized on CPU, the whole
+        stack on GPU/TPU; ``'all'``; or an int), :func:`matrix_stacking.chunk_size`.
       beta, nesterov: momentum. bias_correction: optax.contrib.muon's Adam-style
         correction of the Nesterov mix (off in Keller's and Moonlight's form).
       update_scale: ``'keller'``, ``'moonlight'`` (``rms_target`` RMS), ``'none'`` or float.
@@ -241,7 +250,7 @@ def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
                       update_scale=update_scale, rms_target=rms_target, mu_dtype=mu_dtype,
                       stack=stack, shard=shard, ns_coeffs=ns_coeffs, ns_steps=ns_steps,
                       eps=eps, norm_scale=norm_scale, ns_dtype=ns_dtype,
-                      ns_variant=ns_variant, ns_impl=ns_impl),
+                      ns_variant=ns_variant, ns_impl=ns_impl, ns_chunk=ns_chunk),
         decoupled_weight_decay(weight_decay, infos, (MATRIX,), wd_mult),
         optax.scale_by_learning_rate(learning_rate))
     return with_adamw_for_the_rest(
@@ -280,7 +289,7 @@ def muon_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
 def muon_factory(infos, lr, make_lr, weight_decay: float = 0.1, beta: float = 0.95,
                  nesterov: bool = True, update_scale: str | float = "moonlight",
                  rms_target: float = 0.2, ns_coeffs="keller", ns_steps: int = 5, ns_dtype: str = "float32",
-                 ns_variant: str = "auto", ns_impl: str = "xla",
+                 ns_variant: str = "auto", ns_impl: str = "xla", ns_chunk: int | str = "auto",
                  adam_learning_rate: float | None = None, adam_b1: float = 0.9,
                  adam_b2: float = 0.95, adam_weight_decay: float = 0.1, wd_mult: Any = None):
     """Registry factory ``'muon'`` (gin name ``muon``): Moonlight defaults (``moonlight`` scale, so AdamW's peak lr
@@ -288,7 +297,7 @@ def muon_factory(infos, lr, make_lr, weight_decay: float = 0.1, beta: float = 0.
     schedule shape at ``adam_learning_rate`` (None: the main peak)."""
     adam_lr = lr if adam_learning_rate is None else make_lr(adam_learning_rate)
     tx = muon(lr, infos, ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_dtype=ns_dtype,
-              ns_variant=ns_variant, ns_impl=ns_impl, beta=beta, nesterov=nesterov,
+              ns_variant=ns_variant, ns_impl=ns_impl, ns_chunk=ns_chunk, beta=beta, nesterov=nesterov,
               update_scale=update_scale, rms_target=rms_target, weight_decay=weight_decay,
               adam_learning_rate=adam_lr, adam_b1=adam_b1, adam_b2=adam_b2,
               adam_weight_decay=adam_weight_decay, wd_mult=wd_mult)

@@ -232,7 +232,7 @@ def trasmuon_factory(infos, lr, make_lr, weight_decay: float = 0.1, b1: float = 
                      gate: str = "soft", v_axis: str = "fan_out", energy_axis: str = "fan_in",
                      c_ema: float | None = None, update_scale: str | float = "moonlight",
                      rms_target: float = 0.2, ns_coeffs="keller", ns_steps: int = 5,
-                     ns_dtype: str = "float32",
+                     ns_dtype: str = "float32", ns_chunk: int | str = "auto",
                      adam_learning_rate: float | None = None, adam_b1: float = 0.9,
                      adam_b2: float = 0.95, adam_weight_decay: float = 0.1, wd_mult: Any = None):
     """Registry factory ``'trasmuon'`` (gin name ``trasmuon``): REFERENCE.md defaults,
@@ -244,7 +244,8 @@ def trasmuon_factory(infos, lr, make_lr, weight_decay: float = 0.1, b1: float = 
                   alpha=alpha, c_min=c_min, tau=tau, gate=gate, v_axis=v_axis,
                   energy_axis=energy_axis, c_ema=c_ema, update_scale=update_scale,
                   rms_target=rms_target,
-                  ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_dtype=ns_dtype)
+                  ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_dtype=ns_dtype,
+                  ns_chunk=ns_chunk)
     return tx, trasmuon_diagnostics
 
 

@@ -171,9 +171,12 @@ def test_scan_stacked_weight_equals_separate_matrices():
                                        u_p[f"layer{k}"]["mlp"]["kernel"], rtol=1e-5, atol=1e-7)
 
 
-def test_stacking_across_the_tree_changes_nothing():
+@pytest.mark.parametrize("other", [{"stack": False}, {"ns_chunk": 3}, {"ns_chunk": 1}])
+def test_stacking_and_chunking_change_nothing(other):
+    """One NS call per stack of same-shape matrices vs one per leaf, and the stacks run in
+    chunks of 3 (the 8 attention matrices in 4 calls of 2) or 1 matrix at a time."""
     params, infos = model_tree()
-    a, b = muon(0.02, infos, stack=True), muon(0.02, infos, stack=False)
+    a, b = muon(0.02, infos, stack=True, ns_chunk="all"), muon(0.02, infos, **other)
     sa, sb = a.init(params), b.init(params)
     for t in range(2):
         g = random_like(params, t)
@@ -222,6 +225,7 @@ def test_nnx_state_through_build_optimizer_with_diagnostics():
 
 
 @pytest.mark.parametrize("kwargs,match", [({"ns_impl": "cuda"}, "unknown ns_impl 'cuda'"),
+                                          ({"ns_chunk": 0}, "ns_chunk=0; valid"),
                                           ({"ns_dtype": "float16"}, "ns_dtype 'float16'"),
                                           ({"ns_coeffs": "fast"}, "unknown Newton-Schulz")])
 def test_bad_options_are_clear_errors(kwargs, match):

@@ -51,11 +51,13 @@ def while_bodies_without_collectives(text: str) -> bool:
 
 
 @pytest.mark.parametrize("name,spec", [
-    ("muon", "fsdp=4,tensor=2"), ("muon", "data=8"),
+    ("muon", "fsdp=4,tensor=2"), ("muon", "data=8"), ("muon chunked", "fsdp=4,tensor=2"),
     pytest.param("trasmuon", "fsdp=4,tensor=2", marks=pytest.mark.slow)])
 def test_sharded_update_equals_single_device(model_state, spec, name):
     state, infos = model_state
     make = {"muon": lambda: muon(0.02, infos, weight_decay=0.1),
+            # one matrix per NS call on the single device; the sharded stack stays whole
+            "muon chunked": lambda: muon(0.02, infos, weight_decay=0.1, ns_chunk=1),
             "trasmuon": lambda: trasmuon(0.02, infos, weight_decay=0.1)}[name]
     tx = make()
     params, grads = sharded(state, spec)
