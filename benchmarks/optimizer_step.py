@@ -14,6 +14,10 @@ CPU default: d=512, 8 layers, 8 heads, vocab 8192, untied head, f32. ``--gpu``: 
 shapes (d=768, 12 layers, vocab 50304) with bf16 Newton-Schulz, plus Muon's update time
 as a fraction of a full train step (batch 16 x 1024).
 
+Host malloc is set up as ``python -m jaxlab.train`` does (:mod:`jaxlab.train.host_memory`,
+freed memory kept for reuse) before JAX starts; ``JAXLAB_KEEP_HOST_MEMORY=0`` measures
+with glibc's defaults, where every call page-faults its big temporaries back in.
+
     python benchmarks/optimizer_step.py [--rounds 5] [--out benchmarks/results/optimizer_step_cpu.txt]
 """
 
@@ -23,6 +27,10 @@ import argparse
 import platform
 import statistics
 import time
+
+from jaxlab.train.host_memory import keep_host_memory
+
+KEPT_HOST_MEMORY = keep_host_memory()  # as ``python -m jaxlab.train`` does, before JAX starts
 
 import jax
 import jax.numpy as jnp
@@ -128,7 +136,7 @@ def main() -> None:
     d, f = cfg.d_model, cfg.ff_dim
     # best rate seen (a lower bound on time must not inherit the noise of a busy machine)
     rate = max(matmul_rate(shape, mm_dtype, a.reps) for _ in range(a.rounds)
-               for shape in ((24, d, d, f), (32, d, d, d), (1, 2048, 2048, 2048)))
+               for shape in ((24, d, d, f), (32, d, d, d), (1, d, d, d), (1, 2048, 2048, 2048)))
     bound = flops_plain / rate
 
     dev = jax.devices()[0]
@@ -141,6 +149,8 @@ def main() -> None:
          f"ff={f}, vocab {cfg.vocab_size}, untied head, f32 params; NS dtype {ns_dtype}"),
         (f"matrices: {len(shapes)} ({len(mats)} stacked leaves); params "
          f"{sum(x.size for x in jax.tree.leaves(params)):,}"),
+        (f"host malloc keeps freed memory (jaxlab.train.host_memory, as the CLI): "
+         f"{KEPT_HOST_MEMORY}"),
         "",
     ]
     for name in txs:
@@ -150,7 +160,7 @@ def main() -> None:
         "",
         (f"NS FLOPs (plain 5-step, the bound): {flops_plain / 1e9:.1f} GFLOP; "
          f"with jaxlab's auto Gram choice: {flops_auto / 1e9:.1f} GFLOP"),
-        (f"best measured f32 matmul rate (NS-shaped batched dots and 2048^3): "
+        (f"best measured f32 matmul rate (NS-shaped batched and single dots, 2048^3): "
          f"{rate / 1e9:.0f} GFLOP/s"),
         f"NS FLOP lower bound at that rate: {bound * 1e3:.1f} ms",
         (f"jaxlab's own floor (auto-Gram FLOPs at that rate, no other work): "

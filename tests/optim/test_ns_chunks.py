@@ -12,27 +12,24 @@ from jaxlab.mesh import make_mesh
 from jaxlab.optim.matrix_stacking import CPU_CHUNK_BYTES, chunk_size, in_chunks
 from jaxlab.optim.newton_schulz import newton_schulz
 
-MIB = 1 << 20
+B = CPU_CHUNK_BYTES  # 'auto' on CPU: as many matrices as fit in B bytes
 
 
 @pytest.mark.parametrize("num,matrix_bytes,chunk,backend,want", [
-    (32, MIB, "auto", "cpu", 8),            # 512 x 512 f32: 8 MiB / 1 MiB
-    (24, 2816 * 1024, "auto", "cpu", 2),    # 512 x 1376 f32: 2.75 MiB -> 2 per chunk
-    (16, 9 * MIB, "auto", "cpu", 1),        # bigger than the budget: one at a time
-    (32, 64 * 1024, "auto", "cpu", 32),     # 128 x 128: the whole stack fits
-    (32, MIB, "auto", "gpu", 32),           # accelerators: one batched call
-    (32, MIB, "all", "cpu", 32),
-    (12, MIB, 5, "cpu", 4),                 # largest divisor of 12 not above 5
-    (7, MIB, 3, "cpu", 1),                  # 7 is prime
-    (6, MIB, 100, "cpu", 6),
+    (32, B // 4, "auto", "cpu", 4),
+    (24, B // 2 - 1, "auto", "cpu", 2),
+    (24, B // 2 + 1, "auto", "cpu", 1),     # two would not fit
+    (16, 3 * B, "auto", "cpu", 1),          # bigger than the budget: one at a time
+    (32, B // 64, "auto", "cpu", 32),       # the whole stack fits
+    (30, B // 8, "auto", "cpu", 6),         # largest divisor of 30 not above 8
+    (32, B // 4, "auto", "gpu", 32),        # accelerators: one batched call
+    (32, B // 4, "all", "cpu", 32),
+    (12, B, 5, "cpu", 4),                   # largest divisor of 12 not above 5
+    (7, B, 3, "cpu", 1),                    # 7 is prime
+    (6, B, 100, "cpu", 6),
 ])
 def test_chunk_size(num, matrix_bytes, chunk, backend, want):
     assert chunk_size(num, matrix_bytes, chunk, backend) == want
-    assert num % want == 0
-
-
-def test_auto_budget_is_what_the_table_assumes():
-    assert CPU_CHUNK_BYTES == 8 * MIB
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "half", None])
