@@ -17,7 +17,7 @@ lr, betas and weight decay.
 
 Newton-Schulz runs once per distinct matrix shape on a stack of all matrices of that
 shape (:mod:`jaxlab.optim.matrix_stacking`), sharded along the stack under a mesh so NS
-never needs a collective. ``ns_impl='pallas'`` uses the Pallas kernel in
+never needs a collective, and in cache-sized chunks on a single CPU (``ns_chunk``). ``ns_impl='pallas'`` uses the Pallas kernel in
 ``pallas_kernels/newton_schulz`` instead of XLA dots.
 """
 
