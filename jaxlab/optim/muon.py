@@ -17,8 +17,9 @@ lr, betas and weight decay.
 
 Newton-Schulz runs once per distinct matrix shape on a stack of all matrices of that
 shape (:mod:`jaxlab.optim.matrix_stacking`), sharded along the stack under a mesh so NS
-never needs a collective, and in cache-sized chunks on a single CPU (``ns_chunk``). ``ns_impl='pallas'`` uses the Pallas kernel in
-``pallas_kernels/newton_schulz`` instead of XLA dots.
+never needs a collective, and in cache-sized chunks on a single CPU (``ns_chunk``).
+``ns_impl='pallas'`` uses the Pallas kernel in ``pallas_kernels/newton_schulz`` instead of
+XLA dots.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def make_ns_fn(ns_coeffs="keller", ns_steps: int = 5, *, eps: float = 1e-7,
 
 
 def _ns_fn(ns_coeffs, ns_steps, eps, norm_scale, ns_dtype, ns_variant, ns_impl, interpret):
+    """The orthogonaliser of one call, batched over the leading axis (XLA or Pallas)."""
     table = ns_coefficients(ns_coeffs, ns_steps)  # validates early, Python floats
     dtype = jnp.dtype(ns_dtype)
     if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
@@ -215,7 +217,8 @@ def deferred(build: Callable[[Any], optax.GradientTransformation]):
 def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
          ns_coeffs="keller", ns_steps: int = 5, ns_dtype="float32", ns_variant: str = "auto",
          ns_impl: str = "xla", ns_chunk: int | str = "auto", eps: float = 1e-7,
-         norm_scale: float | None = None, beta: float = 0.95, nesterov: bool = True, bias_correction: bool = False,
+         norm_scale: float | None = None, beta: float = 0.95, nesterov: bool = True,
+         bias_correction: bool = False,
          update_scale: str | float = "keller", rms_target: float = 0.2,
          weight_decay: float = 0.0, adam_learning_rate: optax.ScalarOrSchedule | None = None,
          adam_b1: float = 0.9, adam_b2: float = 0.95, adam_eps: float = 1e-8,
@@ -288,18 +291,19 @@ def muon_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
 @gin.configurable("muon", denylist=["infos", "lr", "make_lr", "wd_mult"])
 def muon_factory(infos, lr, make_lr, weight_decay: float = 0.1, beta: float = 0.95,
                  nesterov: bool = True, update_scale: str | float = "moonlight",
-                 rms_target: float = 0.2, ns_coeffs="keller", ns_steps: int = 5, ns_dtype: str = "float32",
-                 ns_variant: str = "auto", ns_impl: str = "xla", ns_chunk: int | str = "auto",
+                 rms_target: float = 0.2, ns_coeffs="keller", ns_steps: int = 5,
+                 ns_dtype: str = "float32", ns_variant: str = "auto", ns_impl: str = "xla",
+                 ns_chunk: int | str = "auto",
                  adam_learning_rate: float | None = None, adam_b1: float = 0.9,
                  adam_b2: float = 0.95, adam_weight_decay: float = 0.1, wd_mult: Any = None):
-    """Registry factory ``'muon'`` (gin name ``muon``): Moonlight defaults (``moonlight`` scale, so AdamW's peak lr
-    and weight decay carry over, arXiv 2502.16982); the AdamW group follows the same
-    schedule shape at ``adam_learning_rate`` (None: the main peak)."""
+    """Registry factory ``'muon'`` (gin name ``muon``): Moonlight defaults (``moonlight``
+    scale, so AdamW's peak lr and weight decay carry over, arXiv 2502.16982); the AdamW
+    group follows the same schedule shape at ``adam_learning_rate`` (None: the main peak)."""
     adam_lr = lr if adam_learning_rate is None else make_lr(adam_learning_rate)
     tx = muon(lr, infos, ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_dtype=ns_dtype,
-              ns_variant=ns_variant, ns_impl=ns_impl, ns_chunk=ns_chunk, beta=beta, nesterov=nesterov,
-              update_scale=update_scale, rms_target=rms_target, weight_decay=weight_decay,
-              adam_learning_rate=adam_lr, adam_b1=adam_b1, adam_b2=adam_b2,
+              ns_variant=ns_variant, ns_impl=ns_impl, ns_chunk=ns_chunk, beta=beta,
+              nesterov=nesterov, update_scale=update_scale, rms_target=rms_target,
+              weight_decay=weight_decay, adam_learning_rate=adam_lr, adam_b1=adam_b1, adam_b2=adam_b2,
               adam_weight_decay=adam_weight_decay, wd_mult=wd_mult)
     return tx, muon_diagnostics
 
