@@ -303,8 +303,8 @@ def muon_factory(infos, lr, make_lr, weight_decay: float = 0.1, beta: float = 0.
     tx = muon(lr, infos, ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_dtype=ns_dtype,
               ns_variant=ns_variant, ns_impl=ns_impl, ns_chunk=ns_chunk, beta=beta,
               nesterov=nesterov, update_scale=update_scale, rms_target=rms_target,
-              weight_decay=weight_decay, adam_learning_rate=adam_lr, adam_b1=adam_b1, adam_b2=adam_b2,
-              adam_weight_decay=adam_weight_decay, wd_mult=wd_mult)
+              weight_decay=weight_decay, adam_learning_rate=adam_lr, adam_b1=adam_b1,
+              adam_b2=adam_b2, adam_weight_decay=adam_weight_decay, wd_mult=wd_mult)
     return tx, muon_diagnostics
 
 
