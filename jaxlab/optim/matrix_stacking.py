@@ -84,6 +84,15 @@ def _shard_stack(x: jax.Array, mesh) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(axes, None, None)))
 
 
+def check_chunk(chunk) -> None:
+    """Raises for an ``ns_chunk`` that is not ``'auto'``, ``'all'`` or a positive int."""
+    if chunk in NS_CHUNKS and isinstance(chunk, str):
+        return
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"ns_chunk={chunk!r}; valid: {NS_CHUNKS} or a positive int "
+                         "(matrices per Newton-Schulz call)")
+
+
 def chunk_size(num: int, matrix_bytes: int, chunk: int | str = "auto",
                backend: str | None = None) -> int:
     """Matrices per sequential NS call for a stack of ``num`` matrices.
@@ -93,15 +102,13 @@ def chunk_size(num: int, matrix_bytes: int, chunk: int | str = "auto",
     :data:`CPU_CHUNK_BYTES`) or a positive int. The result is the largest divisor of
     ``num`` not above the request, so every chunk has the same shape.
     """
+    check_chunk(chunk)
     if chunk == "all":
         return num
     if chunk == "auto":
         if (backend or jax.default_backend()) != "cpu":
             return num
         chunk = max(1, CPU_CHUNK_BYTES // matrix_bytes)
-    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"ns_chunk={chunk!r}; valid: {NS_CHUNKS} or a positive int "
-                         "(matrices per Newton-Schulz call)")
     size = min(chunk, num)
     while num % size:
         size -= 1
@@ -113,7 +120,7 @@ def in_chunks(ns_fn: Callable[[jax.Array], jax.Array],
     """``ns_fn`` run over ``x (N, m, n)`` in :func:`chunk_size` chunks with ``lax.map``
     (same result: NS is per matrix). A stack laid out on a mesh is left whole: it is
     already split over devices along N."""
-    chunk_size(1, 1, chunk, "cpu")  # validates early
+    check_chunk(chunk)
 
     def fn(x: jax.Array) -> jax.Array:
         num = x.shape[0]
