@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 2
 
-.PHONY: setup demo test test-slow bench lint clean
+.PHONY: setup demo test test-slow bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# On a GPU machine whose python3 already has JAX with CUDA (see the script's header).
+bench-gpu:
+	bash benchmarks/gpu.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check jaxlab pallas_kernels tests benchmarks experiments

@@ -12,7 +12,8 @@ eps 1e-8, the same AdamW settings.
 
 CPU default: d=512, 8 layers, 8 heads, vocab 8192, untied head, f32. ``--gpu``: GPT-2-small
 shapes (d=768, 12 layers, vocab 50304) with bf16 Newton-Schulz, plus Muon's update time
-as a fraction of a full train step (batch 16 x 1024).
+as a fraction of jaxlab's own train step with it (batch 16 x 1024), and that step's time
+next to the same step with AdamW.
 
 Host malloc is set up as ``python -m jaxlab.train`` does (:mod:`jaxlab.train.host_memory`,
 freed memory kept for reuse) before JAX starts; ``JAXLAB_KEEP_HOST_MEMORY=0`` measures
@@ -24,6 +25,7 @@ with glibc's defaults, where every call page-faults its big temporaries back in.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import statistics
 import time
@@ -34,9 +36,9 @@ KEPT_HOST_MEMORY = keep_host_memory()  # as ``python -m jaxlab.train`` does, bef
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from _timing import median_seconds
+from _train_setup import GPT2_SMALL, jaxlab_train_step
 from flax import nnx
 
 from jaxlab.nn import ModelConfig, TransformerLM
@@ -83,12 +85,13 @@ def main() -> None:
     p.add_argument("--gpu", action="store_true", help="GPT-2-small shapes, bf16 NS")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--train_batch", type=int, default=16,
+                   help="--gpu: sequences of 1024 tokens in the train-step comparison")
     p.add_argument("--out", default=None, help="also write the report to this file")
     a = p.parse_args()
 
     if a.gpu:
-        cfg = ModelConfig(d_model=768, n_layers=12, n_heads=12, vocab_size=50304,
-                          max_seq_len=1024, tie_embeddings=False)
+        cfg = ModelConfig(**GPT2_SMALL, tie_embeddings=False)
         ns_dtype, mm_dtype = "bfloat16", jnp.bfloat16
     else:
         cfg = ModelConfig(d_model=512, n_layers=8, n_heads=8, vocab_size=8192,
@@ -160,7 +163,8 @@ def main() -> None:
         "",
         (f"NS FLOPs (plain 5-step, the bound): {flops_plain / 1e9:.1f} GFLOP; "
          f"with jaxlab's auto Gram choice: {flops_auto / 1e9:.1f} GFLOP"),
-        (f"best measured f32 matmul rate (NS-shaped batched and single dots, 2048^3): "
+        (f"best measured {jnp.dtype(mm_dtype).name} matmul rate (NS-shaped batched and "
+         f"single dots, 2048^3): "
          f"{rate / 1e9:.0f} GFLOP/s"),
         f"NS FLOP lower bound at that rate: {bound * 1e3:.1f} ms",
         (f"jaxlab's own floor (auto-Gram FLOPs at that rate, no other work): "
@@ -181,7 +185,7 @@ def main() -> None:
          "head, none on the stacked blocks: a different optimizer)"),
     ]
     if a.gpu:
-        lines += ["", *train_step_fraction(cfg, txs["jaxlab muon"], med["jaxlab muon"], a)]
+        lines += ["", *train_step_fraction(cfg, a)]
     else:
         lines += ["", ("GPU: no GPU figure was taken in this run (CPU only). Run with --gpu on "
                        "an H100 for GPT-2-small shapes in bf16 and the fraction of a train step.")]
@@ -192,36 +196,30 @@ def main() -> None:
             fh.write(report + "\n")
 
 
-def train_step_fraction(cfg: ModelConfig, tx, update_s: float, a) -> list[str]:
-    """Muon's update time as a fraction of a full bf16 train step (batch 16 x 1024)."""
-    import dataclasses
-
-    from jaxlab.nn import cross_entropy
-
+def train_step_fraction(cfg: ModelConfig, a) -> list[str]:
+    """Muon's whole update as a fraction of jaxlab's own bf16 train step with it
+    (:mod:`_train_setup`, batch ``a.train_batch`` x 1024), next to the same step with AdamW."""
     cfg = dataclasses.replace(cfg, compute_dtype="bfloat16")
-    model = TransformerLM(cfg, rngs=nnx.Rngs(0))
-    graphdef, params = nnx.split(model, nnx.Param)
-    params = nnx.to_pure_dict(params)
-    state = tx.init(params)
-    tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (16, 1025)),
-                         jnp.int32)
-
-    def step(params, state, tokens):
-        def loss(p):
-            m = nnx.merge(graphdef, nnx.State(p) if not isinstance(p, nnx.State) else p)
-            return cross_entropy(m(tokens[:, :-1]), tokens[:, 1:])
-        g = jax.grad(loss)(params)
-        u, state = tx.update(g, state, params)
-        return optax.apply_updates(params, u), state
-
-    fn = jax.jit(step)
-    jax.block_until_ready(fn(params, state, tokens))
-    step_s = statistics.median(
-        median_seconds(fn, params, state, tokens, reps=a.reps, warmup=False)
-        for _ in range(a.rounds))
-    return [f"full train step (batch 16 x 1024, bf16 compute): {step_s * 1e3:.1f} ms",
-            (f"jaxlab muon update / train step: {100 * update_s / step_s:.1f}% "
-             "(Moonlight reports 1-3%)")]
+    seq = cfg.max_seq_len
+    muon_run = jaxlab_train_step(cfg, a.train_batch, seq, "muon", ["muon.ns_dtype = 'bfloat16'"])
+    adamw_run = jaxlab_train_step(cfg, a.train_batch, seq, "adamw")
+    calls = {"muon step": muon_run.step, "muon update": muon_run.update,
+             "adamw step": adamw_run.step}
+    for fn in calls.values():
+        jax.block_until_ready(fn())
+    times = {name: [] for name in calls}
+    for _ in range(a.rounds):
+        for name, fn in calls.items():
+            times[name].append(median_seconds(fn, reps=a.reps, warmup=False))
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    return [
+        (f"jaxlab train step (batch {a.train_batch} x {seq}, bf16 compute): with muon "
+         f"{med['muon step'] * 1e3:.1f} ms, with adamw {med['adamw step'] * 1e3:.1f} ms "
+         f"({med['muon step'] / med['adamw step']:.3f}x)"),
+        (f"muon's update alone (registry muon, bf16 NS, with gradient clipping): "
+         f"{med['muon update'] * 1e3:.1f} ms = {100 * med['muon update'] / med['muon step']:.1f}% "
+         "of the muon train step (Moonlight reports 1-3%)"),
+    ]
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ Both are measured in this process, interleaved round by round (the machines are 
 and the ratio of medians is printed. CPU default: d=512, 8 layers, 8 heads, seq 256,
 batch 16, f32 (target >= 50% of the matmul rate). On a GPU (``--gpu``): GPT-2-small shape
 (d=768, 12 layers, seq 1024, bf16 compute) and MFU against ``--peak_tflops`` (H100 dense
-bf16: 989).
+bf16: 989). The step is jaxlab's own (:mod:`_train_setup`) with the registry's
+``--optimizer`` (default ``adamw``; ``muon`` runs its Newton-Schulz in bf16 on a GPU).
 
-    python benchmarks/train_step.py [--rounds 5] [--out benchmarks/results/train_step_cpu.txt]
+    python benchmarks/train_step.py [--rounds 5] [--optimizer muon] [--out FILE]
 """
 
 from __future__ import annotations
@@ -23,14 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from _timing import median_seconds
+from _train_setup import GPT2_SMALL, jaxlab_train_step
 
-from jaxlab.data import shard_batch
-from jaxlab.mesh import make_mesh
 from jaxlab.nn import ModelConfig, flops_per_token
-from jaxlab.optim.registry import build_optimizer
-from jaxlab.sharding import batch_sharding
-from jaxlab.train import state as train_state
-from jaxlab.train.step import make_train_step
 
 
 def main() -> None:
@@ -40,33 +36,19 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--matmul_n", type=int, default=2048)
     p.add_argument("--peak_tflops", type=float, default=989.0)
+    p.add_argument("--optimizer", default="adamw", help="registry name: adamw, muon, trasmuon")
     p.add_argument("--out", default=None, help="also write the report to this file")
     a = p.parse_args()
 
     if a.gpu:
-        cfg = ModelConfig(d_model=768, n_layers=12, n_heads=12, max_seq_len=1024, vocab_size=50304,
-                          compute_dtype="bfloat16")
+        cfg = ModelConfig(**GPT2_SMALL, compute_dtype="bfloat16")
         seq, batch, mm_dtype = 1024, 16, jnp.bfloat16
     else:
         cfg = ModelConfig(d_model=512, n_layers=8, n_heads=8, max_seq_len=256)
         seq, batch, mm_dtype = 256, 16, jnp.float32
-
-    mesh = make_mesh("data=1")
-    mdef = train_state.model_def(cfg, mesh)
-    opt = build_optimizer(mdef.abstract_params, total_steps=1000)
-    state = train_state.init_train_state(cfg, mdef, opt, seed=0)
-    shardings = train_state.train_state_shardings(mdef, opt)
-    sh = (shardings["params"], shardings["opt_state"], shardings["step"])
-    step = jax.jit(make_train_step(mdef.graphdef, opt), in_shardings=(*sh, batch_sharding(mesh)),
-                   out_shardings=(*sh, None), donate_argnums=(0, 1))
+    bindings = ["muon.ns_dtype = 'bfloat16'"] if a.gpu and a.optimizer == "muon" else []
+    train_once = jaxlab_train_step(cfg, batch, seq, a.optimizer, bindings).step
     rng = np.random.default_rng(0)
-    tok = rng.integers(0, cfg.vocab_size, (batch, seq + 1)).astype(np.int32)
-    batch_arr = shard_batch({"inputs": tok[:, :-1], "targets": tok[:, 1:]}, batch_sharding(mesh))
-    carry = [state["params"], state["opt_state"], state["step"]]
-
-    def train_once():
-        carry[0], carry[1], carry[2], m = step(carry[0], carry[1], carry[2], batch_arr)
-        return m["loss"]
 
     n = a.matmul_n
     x = jnp.asarray(rng.standard_normal((n, n)), mm_dtype)
@@ -85,6 +67,7 @@ def main() -> None:
          f"host {platform.machine()}, jax {jax.__version__}"),
         (f"model: d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} seq={seq} batch={batch} "
          f"compute={cfg.compute_dtype} attention={cfg.attention_impl} remat={cfg.remat} "
+         f"optimizer={a.optimizer}{' (bf16 NS)' if bindings else ''} "
          f"train FLOPs/step={step_flops:.3e}"),
         f"host malloc keeps freed memory (jaxlab.train.host_memory, as the CLI): {KEPT_HOST_MEMORY}",
         f"matmul {n}x{n} {jnp.dtype(mm_dtype).name}: {mm / 1e9:.1f} GFLOP/s (median of {a.rounds})",
