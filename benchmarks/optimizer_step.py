@@ -164,8 +164,7 @@ def main() -> None:
         (f"NS FLOPs (plain 5-step, the bound): {flops_plain / 1e9:.1f} GFLOP; "
          f"with jaxlab's auto Gram choice: {flops_auto / 1e9:.1f} GFLOP"),
         (f"best measured {jnp.dtype(mm_dtype).name} matmul rate (NS-shaped batched and "
-         f"single dots, 2048^3): "
-         f"{rate / 1e9:.0f} GFLOP/s"),
+         f"single dots, 2048^3): {rate / 1e9:.0f} GFLOP/s"),
         f"NS FLOP lower bound at that rate: {bound * 1e3:.1f} ms",
         (f"jaxlab's own floor (auto-Gram FLOPs at that rate, no other work): "
          f"{flops_auto / rate * 1e3:.1f} ms, so at best "

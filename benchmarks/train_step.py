@@ -5,7 +5,8 @@ and the ratio of medians is printed. CPU default: d=512, 8 layers, 8 heads, seq 
 batch 16, f32 (target >= 50% of the matmul rate). On a GPU (``--gpu``): GPT-2-small shape
 (d=768, 12 layers, seq 1024, bf16 compute) and MFU against ``--peak_tflops`` (H100 dense
 bf16: 989). The step is jaxlab's own (:mod:`_train_setup`) with the registry's
-``--optimizer`` (default ``adamw``; ``muon`` runs its Newton-Schulz in bf16 on a GPU).
+``--optimizer`` (default ``adamw``; ``muon`` and ``trasmuon`` run Newton-Schulz in bf16
+on a GPU).
 
     python benchmarks/train_step.py [--rounds 5] [--optimizer muon] [--out FILE]
 """
@@ -46,7 +47,8 @@ def main() -> None:
     else:
         cfg = ModelConfig(d_model=512, n_layers=8, n_heads=8, max_seq_len=256)
         seq, batch, mm_dtype = 256, 16, jnp.float32
-    bindings = ["muon.ns_dtype = 'bfloat16'"] if a.gpu and a.optimizer == "muon" else []
+    ns_bf16 = a.gpu and a.optimizer in ("muon", "trasmuon")
+    bindings = [f"{a.optimizer}.ns_dtype = 'bfloat16'"] if ns_bf16 else []
     train_once = jaxlab_train_step(cfg, batch, seq, a.optimizer, bindings).step
     rng = np.random.default_rng(0)
 
