@@ -1,9 +1,9 @@
 """jaxlab's real jitted train step, set up for timing (imported as ``_train_setup`` by
 ``train_step.py`` and ``optimizer_step.py``; ``make bench`` skips ``_*.py``).
 
-It runs ``jaxlab.train.step.make_train_step`` with the registry's optimizer on a
-``data=1`` mesh, exactly as ``python -m jaxlab.train`` builds them, with params and
-optimizer state donated and carried from call to call. The batch is placed with
+It runs ``jaxlab.train.step.jit_train_step`` (the training loop's own jitted step) with
+the registry's optimizer on a ``data=1`` mesh, params and optimizer state donated and
+carried from call to call. The batch is placed with
 ``jax.device_put`` rather than ``jaxlab.data.shard_batch`` (one process, same result), so
 these benchmarks need no ``grain`` on a GPU machine that lacks it.
 """
@@ -24,7 +24,7 @@ from jaxlab.nn import ModelConfig
 from jaxlab.optim.registry import Optimizer, build_optimizer
 from jaxlab.sharding import batch_sharding
 from jaxlab.train import state as train_state
-from jaxlab.train.step import make_train_step
+from jaxlab.train.step import jit_train_step
 
 # GPT-2 small (124M) with the vocabulary padded to a multiple of 128, as in nanoGPT.
 GPT2_SMALL = dict(d_model=768, n_layers=12, n_heads=12, max_seq_len=1024, vocab_size=50304)
@@ -50,10 +50,7 @@ def jaxlab_train_step(cfg: ModelConfig, batch: int, seq: int, optimizer: str = "
     mdef = train_state.model_def(cfg, mesh)
     opt = build_optimizer(mdef.abstract_params, total_steps=1000, optimizer=optimizer)
     state = train_state.init_train_state(cfg, mdef, opt, seed=seed)
-    shardings = train_state.train_state_shardings(mdef, opt)
-    sh = (shardings["params"], shardings["opt_state"], shardings["step"])
-    step = jax.jit(make_train_step(mdef.graphdef, opt), in_shardings=(*sh, batch_sharding(mesh)),
-                   out_shardings=(*sh, None), donate_argnums=(0, 1))
+    step = jit_train_step(mdef, opt, mesh)
     tok = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, seq + 1))
     tok = tok.astype(np.int32)
     batch_arr = jax.device_put({"inputs": tok[:, :-1], "targets": tok[:, 1:]},

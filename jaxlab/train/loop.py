@@ -30,7 +30,7 @@ from jaxlab.train import state as train_state
 from jaxlab.train.checkpoint import Checkpointer
 from jaxlab.train.config import TrainConfig
 from jaxlab.train.metrics import MetricWriter
-from jaxlab.train.step import make_eval_step, make_train_step
+from jaxlab.train.step import jit_train_step, make_eval_step
 
 FINAL_LOSS_WINDOW = 100  # final_train_loss averages the last min(100, steps // 20) steps
 
@@ -112,14 +112,7 @@ class Run:
         start = int(state["step"])
         prior_wall = acc.wall_time_s
         writer = MetricWriter(self.workdir, resume_step=resume) if self.is_writer else None
-        shardings = train_state.train_state_shardings(self.mdef, self.opt)
-        state_sh = (shardings["params"], shardings["opt_state"], shardings["step"])
-        step_fn = jax.jit(
-            make_train_step(self.mdef.graphdef, self.opt),
-            in_shardings=(*state_sh, batch_sharding(self.mesh)),
-            out_shardings=(*state_sh, None),
-            donate_argnums=(0, 1),
-        )
+        step_fn = jit_train_step(self.mdef, self.opt, self.mesh)
         eval_fn = jax.jit(make_eval_step(self.mdef.graphdef))
         val_batches = [shard_batch(b, batch_sharding(self.mesh)) for b in eval_batches(
             self.val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches)]

@@ -13,6 +13,8 @@ from flax import nnx
 from jaxlab.nn import cross_entropy
 from jaxlab.optim.partition import infos_list
 from jaxlab.optim.registry import Optimizer
+from jaxlab.sharding import batch_sharding
+from jaxlab.train import state as train_state
 
 
 def loss_fn(graphdef: Any, params: Any, batch: dict) -> jax.Array:
@@ -46,6 +48,17 @@ def make_train_step(graphdef: Any, opt: Optimizer) -> Callable:
         return params, opt_state, step + 1, metrics
 
     return train_step
+
+
+def jit_train_step(mdef: train_state.ModelDef, opt: Optimizer, mesh: Any) -> Callable:
+    """:func:`make_train_step` jitted as the training loop runs it: params, optimizer state
+    and step in and out with their shardings (the first two donated), the batch sharded
+    over ``mesh``'s data axes."""
+    shardings = train_state.train_state_shardings(mdef, opt)
+    state_sh = (shardings["params"], shardings["opt_state"], shardings["step"])
+    return jax.jit(make_train_step(mdef.graphdef, opt),
+                   in_shardings=(*state_sh, batch_sharding(mesh)),
+                   out_shardings=(*state_sh, None), donate_argnums=(0, 1))
 
 
 def make_eval_step(graphdef: Any) -> Callable:
