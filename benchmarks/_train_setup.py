@@ -23,6 +23,7 @@ from jaxlab.mesh import make_mesh
 from jaxlab.nn import ModelConfig
 from jaxlab.optim.registry import Optimizer, build_optimizer
 from jaxlab.sharding import batch_sharding
+from jaxlab.tasks import LanguageModelTask
 from jaxlab.train import state as train_state
 from jaxlab.train.step import jit_train_step
 
@@ -47,10 +48,11 @@ def jaxlab_train_step(cfg: ModelConfig, batch: int, seq: int, optimizer: str = "
     gin.clear_config()
     gin.parse_config(list(gin_bindings))
     mesh = make_mesh("data=1")
-    mdef = train_state.model_def(cfg, mesh)
+    task = LanguageModelTask(cfg, seq_len=seq)
+    mdef = train_state.model_def(task, mesh)
     opt = build_optimizer(mdef.abstract_params, total_steps=1000, optimizer=optimizer)
-    state = train_state.init_train_state(cfg, mdef, opt, seed=seed)
-    step = jit_train_step(mdef, opt, mesh)
+    state = train_state.init_train_state(task, mdef, opt, seed=seed)
+    step = jit_train_step(mdef, opt, mesh, task)
     tok = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, seq + 1))
     tok = tok.astype(np.int32)
     batch_arr = jax.device_put({"inputs": tok[:, :-1], "targets": tok[:, 1:]},
@@ -66,7 +68,7 @@ def jaxlab_train_step(cfg: ModelConfig, batch: int, seq: int, optimizer: str = "
 
     def run_update() -> Any:
         if not fixed:  # a fresh state: the step donates (deletes) the carried one
-            own = train_state.init_train_state(cfg, mdef, opt, seed=seed)
+            own = train_state.init_train_state(task, mdef, opt, seed=seed)
             grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), own["params"])
             fixed.extend([grads, own["opt_state"], own["params"]])
         return update(*fixed)

@@ -144,15 +144,17 @@ class _RunNames(Mapping):
         self.variables = variables
 
     def figures(self) -> dict[str, float]:
-        from jaxlab.nn import ModelConfig, flops_per_token, param_counts
+        from jaxlab.tasks import build_task
         from jaxlab.train.config import TrainConfig
 
-        model, train = ModelConfig(), TrainConfig()
-        counts = param_counts(model)
+        train = TrainConfig()
+        task = build_task(train.task, train.seq_len)
+        counts = task.param_counts()
         return {"N": counts["non_embedding"], "N_total": counts["total"],
-                "flops_per_token": flops_per_token(model, train.seq_len)["train"],
-                "batch_size": train.batch_size, "seq_len": train.seq_len,
-                "batch_tokens": train.tokens_per_step, "steps": train.steps,
+                "flops_per_token": task.flops_per_token()["train"],
+                "batch_size": train.batch_size, "seq_len": task.tokens_per_example,
+                "batch_tokens": train.batch_size * task.tokens_per_example,
+                "steps": train.steps,
                 "lr": self["build_optimizer.learning_rate"]}
 
     def __getitem__(self, name: str) -> Any:

@@ -81,20 +81,23 @@ def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
     return o_BxKxGxTxDh.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
 
 
-def _attention_fn(impl: str):
-    if impl == "auto":
+def _attention_fn(impl: str, causal: bool = True):
+    if not causal:  # the ViT: jaxlab's own core is causal-only
+        impl = "xla" if impl in ("auto", "jaxlab") else impl
+    elif impl == "auto":
         impl = "jaxlab" if jax.default_backend() == "cpu" else "xla"
     if impl == "jaxlab":
         return causal_attention
-    return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True,
+    return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal,
                                                         implementation=impl)
 
 
 class Attention(nnx.Module):
-    """GQA attention (arXiv 2305.13245).
+    """GQA attention (arXiv 2305.13245), causal unless ``cfg.causal`` is False.
 
     Kernels: ``q (D, H, Dh)``, ``k, v (D, K, Dh)``, ``o (H, Dh, D)``. The core is
-    :func:`causal_attention` or ``jax.nn.dot_product_attention`` (``cfg.attention_impl``).
+    :func:`causal_attention` or ``jax.nn.dot_product_attention`` (``cfg.attention_impl``;
+    XLA's for non-causal attention). Rotary embeddings when ``sin, cos`` are given.
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -112,16 +115,18 @@ class Attention(nnx.Module):
                               init_scale=1.0 / math.sqrt(2 * cfg.n_layers))
         self.qk_norm = cfg.qk_norm
         self.attention_impl = cfg.attention_impl
+        self.causal = cfg.causal
         if cfg.qk_norm:
             self.q_norm = RMSNorm(dh, eps=cfg.norm_eps, param_dtype=pd)
             self.k_norm = RMSNorm(dh, eps=cfg.norm_eps, param_dtype=pd)
 
-    def __call__(self, x_BxTxD, sin, cos):
+    def __call__(self, x_BxTxD, sin=None, cos=None):
         q = self.q(x_BxTxD)
         k = self.k(x_BxTxD)
         v = self.v(x_BxTxD)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
-        out_BxTxHxDh = _attention_fn(self.attention_impl)(q, k, v)
+        if sin is not None:
+            q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
+        out_BxTxHxDh = _attention_fn(self.attention_impl, self.causal)(q, k, v)
         return self.o(out_BxTxHxDh)

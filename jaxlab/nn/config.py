@@ -39,6 +39,8 @@ class ModelConfig:
         tiles, skipping all-zero tiles (:func:`jaxlab.sparse.block_linear.block_sparse_dot`).
         The training loop sets it from ``sparsity.kernel``; None is the dense product.
       remat: rematerialise each block in the backward pass (less memory, ~1/3 more compute).
+      causal: causal self-attention (the LM); False lets every position see every other
+        (the ViT's blocks, :class:`jaxlab.nn.vit.ViT`).
       param_dtype, compute_dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
       norm_eps: RMSNorm epsilon.
       embed_init_std: std of the embedding initialiser.
@@ -59,6 +61,7 @@ class ModelConfig:
     attention_impl: str = "auto"
     sparse_block_size: int | None = None
     remat: bool = False
+    causal: bool = True
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
     norm_eps: float = 1e-6

@@ -28,7 +28,7 @@ class Block(nnx.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
-def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
+def stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
     """One ``Block`` whose parameters are stacked ``(L, ...)`` with a leading ``layers`` axis."""
 
     @nnx.vmap(in_axes=0, out_axes=0)
@@ -40,6 +40,33 @@ def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
         if isinstance(v, nnx.Param):
             v.set_metadata(logical_axes=("layers",) + tuple(v.get_metadata()["logical_axes"]))
     return blocks
+
+
+def make_blocks(cfg: ModelConfig, rngs: nnx.Rngs):
+    """``cfg.n_layers`` blocks: one stacked ``Block`` with ``cfg.scan_layers``, else a list."""
+    if cfg.scan_layers:
+        return stacked_blocks(cfg, rngs)
+    return nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+
+
+def apply_blocks(blocks, x_BxTxD, cfg: ModelConfig, sin=None, cos=None):
+    """Runs :func:`make_blocks`'s blocks over ``x``: a ``lax.scan`` over the stacked
+    parameters with ``cfg.scan_layers``, else a Python loop (each block rematerialised in
+    the backward pass with ``cfg.remat``)."""
+    if cfg.scan_layers:
+        graphdef, state = nnx.split(blocks)
+
+        def body(h, layer_state):
+            return nnx.merge(graphdef, layer_state)(h, sin, cos), None
+
+        if cfg.remat:
+            body = jax.checkpoint(body)
+        x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, state)
+        return x_BxTxD
+    for block in blocks:
+        x_BxTxD = (nnx.remat(lambda b, h: b(h, sin, cos)) if cfg.remat
+                   else lambda b, h: b(h, sin, cos))(block, x_BxTxD)
+    return x_BxTxD
 
 
 class TransformerLM(nnx.Module):
@@ -54,10 +81,7 @@ class TransformerLM(nnx.Module):
         pd = cfg.param_jnp_dtype
         self.embed = Embedding(cfg.vocab_size, cfg.d_model, rngs=rngs,
                                init_std=cfg.embed_init_std, param_dtype=pd)
-        if cfg.scan_layers:
-            self.blocks = _stacked_blocks(cfg, rngs)
-        else:
-            self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        self.blocks = make_blocks(cfg, rngs)
         self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=pd)
         if not cfg.tie_embeddings:
             self.lm_head = DenseGeneral((cfg.d_model,), (cfg.vocab_size,),
@@ -74,19 +98,7 @@ class TransformerLM(nnx.Module):
             )
         sin, cos = rope_tables(seq, cfg.resolved_head_dim, cfg.rope_theta)
         x = self.embed(tokens_BxT, cfg.compute_jnp_dtype)
-        if cfg.scan_layers:
-            graphdef, state = nnx.split(self.blocks)
-
-            def body(h, layer_state):
-                return nnx.merge(graphdef, layer_state)(h, sin, cos), None
-
-            if cfg.remat:
-                body = jax.checkpoint(body)
-            x, _ = jax.lax.scan(body, x, state)
-        else:
-            for block in self.blocks:
-                x = (nnx.remat(lambda b, h: b(h, sin, cos)) if cfg.remat
-                     else lambda b, h: b(h, sin, cos))(block, x)
+        x = apply_blocks(self.blocks, x, cfg, sin, cos)
         x = self.final_norm(x)
         if cfg.tie_embeddings:
             return self.embed.attend(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import gin
 
@@ -13,9 +14,12 @@ class TrainConfig:
     """How long and how to train one model.
 
     Attributes:
+      task: what is trained: ``'lm'`` (the transformer LM on ``DataConfig``, the
+        default), ``'image_classification'`` (the ViT on ``ImageDataConfig``), or a
+        :class:`jaxlab.tasks.Task` (e.g. a gin reference); see :mod:`jaxlab.tasks`.
       steps: optimizer steps.
       batch_size: sequences per step (global, across all devices).
-      seq_len: tokens per sequence T.
+      seq_len: tokens per sequence T (the LM; a ViT's sequence is its patches).
       seed: seeds parameter init and the data order.
       mesh: mesh spec, e.g. ``"data=-1"`` or ``"data=2,fsdp=2,tensor=2"``.
       log_every: steps between metric lines (train loss is averaged over the window).
@@ -30,6 +34,7 @@ class TrainConfig:
       progress: show a progress bar.
     """
 
+    task: Any = "lm"
     steps: int = 400
     batch_size: int = 16
     seq_len: int = 128
@@ -52,6 +57,12 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every", "spectral_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if isinstance(self.task, str):
+            from jaxlab.tasks import TASKS
+
+            if self.task not in TASKS:
+                raise ValueError(f"TrainConfig.task={self.task!r}; valid: {sorted(TASKS)} "
+                                 "or a Task")
         if self.init_from is not None and "@" not in self.init_from:
             raise ValueError(
                 f"TrainConfig.init_from={self.init_from!r} must look like 'PARENT_WORKDIR@STEP'"
@@ -59,4 +70,6 @@ class TrainConfig:
 
     @property
     def tokens_per_step(self) -> int:
+        """``batch_size * seq_len``: the LM's tokens per step (a Task's own figure is
+        ``batch_size * task.tokens_per_example``)."""
         return self.batch_size * self.seq_len

@@ -7,8 +7,10 @@ from pathlib import Path
 import gin
 
 # Importing these registers every configurable that a binding may name.
+import jaxlab.data.images  # noqa: F401
 import jaxlab.data.pipeline  # noqa: F401
 import jaxlab.nn.config  # noqa: F401
+import jaxlab.nn.vit  # noqa: F401
 import jaxlab.optim.registry  # noqa: F401
 import jaxlab.optim.schedules  # noqa: F401
 import jaxlab.train.config  # noqa: F401

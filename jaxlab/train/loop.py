@@ -19,13 +19,13 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxlab.data import DataConfig, eval_batches, shard_batch, train_dataset
-from jaxlab.data.pipeline import check_vocab
+from jaxlab.data import DataConfig, shard_batch
 from jaxlab.mesh import make_mesh, mesh_spec_string
-from jaxlab.nn import ModelConfig, flops_per_token, param_counts
+from jaxlab.nn import ModelConfig
 from jaxlab.optim.registry import Optimizer, build_optimizer
 from jaxlab.sharding import batch_sharding
 from jaxlab.sparse.training import block_kernel_size
+from jaxlab.tasks import LanguageModelTask, Task, build_task
 from jaxlab.train import state as train_state
 from jaxlab.train.checkpoint import Checkpointer
 from jaxlab.train.config import TrainConfig
@@ -53,19 +53,14 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 class Run:
-    """One training run in ``workdir`` (see :func:`train`); after :meth:`run`,
+    """One training run of ``task`` in ``workdir`` (see :func:`train`); after :meth:`run`,
     ``final_state`` holds the last ``{"params", "opt_state"}`` (sharded on ``mesh``)."""
 
-    def __init__(self, workdir: str | Path, model_cfg: ModelConfig, data_cfg: DataConfig,
-                 cfg: TrainConfig):
+    def __init__(self, workdir: str | Path, task: Task, cfg: TrainConfig):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.model_cfg, self.data_cfg, self.cfg = model_cfg, data_cfg, cfg
-        if cfg.seq_len > model_cfg.max_seq_len:
-            raise ValueError(
-                f"TrainConfig.seq_len={cfg.seq_len} is longer than the model supports "
-                f"(ModelConfig.max_seq_len={model_cfg.max_seq_len})"
-            )
+        self.cfg = cfg
+        task.check(cfg.batch_size)
         self.mesh = make_mesh(cfg.mesh)
         data_ways = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         if cfg.batch_size % data_ways:
@@ -73,17 +68,16 @@ class Run:
                 f"TrainConfig.batch_size={cfg.batch_size} is not divisible by the "
                 f"{data_ways} data-parallel devices of mesh {cfg.mesh!r}"
             )
-        self.train_tokens = data_cfg.tokens("train")
-        self.val_tokens = data_cfg.tokens("validation")
-        check_vocab(self.train_tokens, model_cfg.vocab_size, "the training data")
         block = block_kernel_size(self.mesh.size)
-        if block is not None and model_cfg.sparse_block_size is None:
+        if block is not None:
             # Block-sparse training multiplies its hidden matrices through the Pallas kernel.
-            model_cfg = self.model_cfg = dataclasses.replace(model_cfg, sparse_block_size=block)
-        self.mdef = train_state.model_def(model_cfg, self.mesh, cfg.seed)
+            task = task.with_block_sparse(block)
+        self.task = task
+        self.tokens_per_step = cfg.batch_size * task.tokens_per_example
+        self.mdef = train_state.model_def(task, self.mesh, cfg.seed)
         self.opt: Optimizer = build_optimizer(self.mdef.abstract_params, cfg.steps)
-        self.counts = param_counts(model_cfg)
-        self.flops = flops_per_token(model_cfg, cfg.seq_len)
+        self.counts = task.param_counts()
+        self.flops = task.flops_per_token()
         self.is_writer = jax.process_index() == 0
 
     # ----------------------------------------------------------------- set-up
@@ -95,7 +89,7 @@ class Run:
             source = Checkpointer(Path(parent) / "checkpoints", read_only=True, use_async=False)
             step = int(k)
         if source is None:
-            state = train_state.init_train_state(self.model_cfg, self.mdef, self.opt, self.cfg.seed)
+            state = train_state.init_train_state(self.task, self.mdef, self.opt, self.cfg.seed)
             return state, _Accumulators(), None
         state, data = source.restore(step, train_state.abstract_train_state(self.mdef, self.opt))
         it.set_state(data["iterator"])
@@ -106,16 +100,16 @@ class Run:
         cfg = self.cfg
         t0 = time.perf_counter()
         ckpt = Checkpointer(self.workdir / "checkpoints", cfg.keep_checkpoints, cfg.async_checkpoint)
-        it = iter(train_dataset(self.train_tokens, cfg.seq_len, cfg.batch_size, cfg.seed,
-                                jax.process_index(), jax.process_count()))
+        it = iter(self.task.train_dataset(cfg.batch_size, cfg.seed, jax.process_index(),
+                                          jax.process_count()))
         state, acc, resume = self._restore_or_init(ckpt, it)
         start = int(state["step"])
         prior_wall = acc.wall_time_s
         writer = MetricWriter(self.workdir, resume_step=resume) if self.is_writer else None
-        step_fn = jit_train_step(self.mdef, self.opt, self.mesh)
-        eval_fn = jax.jit(make_eval_step(self.mdef.graphdef))
-        val_batches = [shard_batch(b, batch_sharding(self.mesh)) for b in eval_batches(
-            self.val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_batches)]
+        step_fn = jit_train_step(self.mdef, self.opt, self.mesh, self.task)
+        eval_fn = jax.jit(make_eval_step(self.mdef.graphdef, self.task))
+        val_batches = [shard_batch(b, batch_sharding(self.mesh)) for b in
+                       self.task.eval_batches(cfg.batch_size, cfg.eval_batches)]
         spectral = self._spectral_fn()
         bsh = batch_sharding(self.mesh)
         window = max(1, min(FINAL_LOSS_WINDOW, cfg.steps // 20))
@@ -124,7 +118,7 @@ class Run:
         del state
         self._write_summary("running", start, recent, acc, prior_wall, t0)
 
-        status, diverged_step, last_val, last_val_avg = "done", None, None, None
+        status, diverged_step, last_val, last_val_avg = "done", None, {}, None
         pending: tuple[int, dict] | None = None
         last_done = start
         t_log, tokens_log = time.perf_counter(), 0
@@ -145,10 +139,10 @@ class Run:
             if "sparse/nonzero_non_embedding" in m:
                 acc.nonzero_sum += m["sparse/nonzero_non_embedding"]
                 acc.nonzero_steps += 1
-            tokens_log += cfg.tokens_per_step
+            tokens_log += self.tokens_per_step
             if done % cfg.log_every == 0 or done == cfg.steps or extra:
                 now = time.perf_counter()
-                record = {"tokens": done * cfg.tokens_per_step,
+                record = {"tokens": done * self.tokens_per_step,
                           "train_loss": float(np.mean(acc.window_losses)),
                           "tokens_per_sec": tokens_log / max(now - t_log, 1e-9),
                           **m, **extra}
@@ -176,10 +170,11 @@ class Run:
                 extra = {}
                 if evaluate:
                     last_val = self._evaluate(eval_fn, params, val_batches)
-                    extra["val_loss"] = last_val
+                    extra.update({f"val_{k}": v for k, v in last_val.items()})
                     if self.opt.eval_params is not None:
                         last_val_avg = self._evaluate(
-                            eval_fn, self.opt.eval_params(params, opt_state), val_batches)
+                            eval_fn, self.opt.eval_params(params, opt_state),
+                            val_batches)["loss"]
                         extra["val_loss_avg"] = last_val_avg
                 if spectral is not None and done % cfg.spectral_every == 0:
                     extra.update(spectral(params))
@@ -220,8 +215,10 @@ class Run:
                                    diverged_step=diverged_step)
 
     # ----------------------------------------------------------------- helpers
-    def _evaluate(self, eval_fn, params, batches) -> float:
-        return float(np.mean(jax.device_get([eval_fn(params, b) for b in batches])))
+    def _evaluate(self, eval_fn, params, batches) -> dict[str, float]:
+        """Each metric of ``eval_fn`` averaged over the validation batches."""
+        per_batch = jax.device_get([eval_fn(params, b) for b in batches])
+        return {k: float(np.mean([m[k] for m in per_batch])) for k in per_batch[0]}
 
     def _spectral_fn(self):
         if not self.cfg.spectral_every:
@@ -237,22 +234,24 @@ class Run:
         return spectral
 
     def _write_summary(self, status: str, step: int | None, recent, acc: _Accumulators,
-                       prior_wall: float, t0: float, val: float | None = None,
+                       prior_wall: float, t0: float, val: dict | None = None,
                        val_avg: float | None = None, diverged_step: int | None = None,
                        error: str | None = None) -> dict:
         cfg = self.cfg
         step = step if step is not None else 0
-        tokens = step * cfg.tokens_per_step
+        tokens = step * self.tokens_per_step
+        val = val or {}
         summary = {
             "status": status,
             "step": step,
             "steps": cfg.steps,
             "final_train_loss": float(np.mean(recent)) if recent else None,
-            "final_val_loss": val,
+            "final_val_loss": val.get("loss"),
+            **{f"final_val_{k}": v for k, v in val.items() if k != "loss"},
             "tokens_seen": tokens,
-            "batch_tokens": cfg.tokens_per_step,
+            "batch_tokens": self.tokens_per_step,
             "batch_size": cfg.batch_size,
-            "seq_len": cfg.seq_len,
+            "seq_len": self.task.tokens_per_example,
             "params_total": self.counts["total"],
             "params_non_embedding": self.counts["non_embedding"],
             "flops_per_token": self.flops["train"],
@@ -261,7 +260,7 @@ class Run:
             "lr": self.opt.peak_lr,
             "mesh": mesh_spec_string(self.mesh),
             "wall_time_s": prior_wall + time.perf_counter() - t0,
-            "model": dataclasses.asdict(self.model_cfg),
+            **self.task.summary(),
         }
         if val_avg is not None:
             summary["final_val_loss_avg"] = val_avg
@@ -272,7 +271,7 @@ class Run:
         if acc.nonzero_steps:
             n_bar = acc.nonzero_sum / acc.nonzero_steps
             summary["n_bar"] = n_bar
-            summary["train_flops_sparse"] = 6.0 * acc.nonzero_sum * cfg.tokens_per_step
+            summary["train_flops_sparse"] = 6.0 * acc.nonzero_sum * self.tokens_per_step
         if self.is_writer:
             _write_json(self.workdir / "summary.json", summary)
         return summary
@@ -280,15 +279,21 @@ class Run:
 
 def train(workdir: str | Path, model_cfg: ModelConfig | None = None,
           data_cfg: DataConfig | None = None, cfg: TrainConfig | None = None,
-          on_setup=None) -> dict:
+          on_setup=None, task: Task | None = None) -> dict:
     """Trains (or resumes) one model in ``workdir``; returns the summary dict.
 
-    Configs left as None are built from gin (``ModelConfig.d_model = 256`` etc.).
-    Writes ``metrics.jsonl``, TensorBoard files under ``tb/``, checkpoints under
+    What is trained: ``task`` if given; else the LM of ``model_cfg`` and ``data_cfg`` if
+    either is given; else ``cfg.task`` built from gin (``ModelConfig.d_model = 256``,
+    ``ViTConfig.d_model = 64`` etc.). Configs left as None are built from gin. Writes
+    ``metrics.jsonl``, TensorBoard files under ``tb/``, checkpoints under
     ``checkpoints/`` and ``summary.json`` into ``workdir``. ``on_setup()`` is called once
     the model and optimizer are built, before the first step.
     """
-    run = Run(workdir, model_cfg or ModelConfig(), data_cfg or DataConfig(), cfg or TrainConfig())
+    cfg = cfg or TrainConfig()
+    if task is None and (model_cfg is not None or data_cfg is not None):
+        task = LanguageModelTask(model_cfg or ModelConfig(), data_cfg or DataConfig(),
+                                 cfg.seq_len)
+    run = Run(workdir, build_task(cfg.task if task is None else task, cfg.seq_len), cfg)
     if on_setup is not None:
         on_setup()  # e.g. write the operative gin config before the (long) loop
     return run.run()

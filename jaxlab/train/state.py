@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxlab.nn import ModelConfig, TransformerLM
 from jaxlab.optim.registry import Optimizer
 from jaxlab.sharding import (
     AxisRules,
@@ -23,6 +22,7 @@ from jaxlab.sharding import (
     shardings_like_params,
     state_shardings,
 )
+from jaxlab.tasks import Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,24 +34,21 @@ class ModelDef:
     param_shardings: Any  # nnx.State of NamedSharding
 
 
-def make_model(cfg: ModelConfig, seed: int) -> TransformerLM:
-    return TransformerLM(cfg, rngs=nnx.Rngs(params=seed))
-
-
-def model_def(cfg: ModelConfig, mesh: Mesh, seed: int = 0,
+def model_def(task: Task, mesh: Mesh, seed: int = 0,
               rules: AxisRules = AxisRules()) -> ModelDef:
-    abstract = nnx.eval_shape(lambda: make_model(cfg, seed))
+    """``task``'s model, abstract: its graph, parameter shapes and shardings on ``mesh``."""
+    abstract = nnx.eval_shape(lambda: task.make_model(seed))
     graphdef, params, *rest = nnx.split(abstract, nnx.Param, ...)
     if any(jax.tree.leaves(r) for r in rest):
         raise ValueError("jaxlab's train step expects a model whose only state is nnx.Param")
     return ModelDef(graphdef, params, state_shardings(params, mesh, rules))
 
 
-def init_params(cfg: ModelConfig, mdef: ModelDef, seed: int) -> Any:
+def init_params(task: Task, mdef: ModelDef, seed: int) -> Any:
     """Initialised parameters (an ``nnx.State``), sharded at creation."""
 
     def init():
-        return nnx.state(make_model(cfg, seed), nnx.Param)
+        return nnx.state(task.make_model(seed), nnx.Param)
 
     return jax.jit(init, out_shardings=mdef.param_shardings)()
 
@@ -60,11 +57,11 @@ def _mesh_of(shardings: Any) -> Mesh:
     return jax.tree.leaves(shardings)[0].mesh
 
 
-def init_train_state(cfg: ModelConfig, mdef: ModelDef, opt: Optimizer, seed: int) -> dict:
+def init_train_state(task: Task, mdef: ModelDef, opt: Optimizer, seed: int) -> dict:
     """Fresh train state, laid out exactly as :func:`train_state_shardings` says (so the
     jitted step sees the same input shardings on its first call as on every later one)."""
     shardings = train_state_shardings(mdef, opt)
-    params = init_params(cfg, mdef, seed)
+    params = init_params(task, mdef, seed)
     opt_state = jax.jit(opt.tx.init, out_shardings=shardings["opt_state"])(params)
     step = jax.device_put(jnp.zeros((), jnp.int32), shardings["step"])
     return {"params": params, "opt_state": opt_state, "step": step}

@@ -10,17 +10,16 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxlab.nn import cross_entropy
 from jaxlab.optim.partition import infos_list
 from jaxlab.optim.registry import Optimizer
 from jaxlab.sharding import batch_sharding
+from jaxlab.tasks import Task
 from jaxlab.train import state as train_state
 
 
-def loss_fn(graphdef: Any, params: Any, batch: dict) -> jax.Array:
-    """Mean next-token cross-entropy (nats) of ``batch["inputs"] (B, T)``."""
-    model = nnx.merge(graphdef, params)
-    return cross_entropy(model(batch["inputs"]), batch["targets"])
+def loss_fn(graphdef: Any, params: Any, batch: dict, task: Task) -> tuple[jax.Array, dict]:
+    """``task``'s loss (nats) and extra metrics of the model ``(graphdef, params)``."""
+    return task.loss_and_metrics(nnx.merge(graphdef, params), batch)
 
 
 def rms_by_label(tree: Any, infos: Any) -> dict[str, jax.Array]:
@@ -33,14 +32,16 @@ def rms_by_label(tree: Any, infos: Any) -> dict[str, jax.Array]:
     return {k: jnp.sqrt(sums[k] / counts[k]) for k in sums}
 
 
-def make_train_step(graphdef: Any, opt: Optimizer) -> Callable:
+def make_train_step(graphdef: Any, opt: Optimizer, task: Task) -> Callable:
     """``(params, opt_state, step, batch) -> (params, opt_state, step + 1, metrics)``."""
 
     def train_step(params, opt_state, step, batch):
-        loss, grads = jax.value_and_grad(lambda p: loss_fn(graphdef, p, batch))(params)
+        (loss, extra), grads = jax.value_and_grad(
+            lambda p: loss_fn(graphdef, p, batch, task), has_aux=True)(params)
         updates, opt_state = opt.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": opt.lr(step)}
+        metrics = {"loss": loss, **extra, "grad_norm": optax.tree.norm(grads),
+                   "lr": opt.lr(step)}
         for label, v in rms_by_label(updates, opt.infos).items():
             metrics[f"update_rms/{label}"] = v
         if opt.diagnostics is not None:
@@ -50,18 +51,24 @@ def make_train_step(graphdef: Any, opt: Optimizer) -> Callable:
     return train_step
 
 
-def jit_train_step(mdef: train_state.ModelDef, opt: Optimizer, mesh: Any) -> Callable:
+def jit_train_step(mdef: train_state.ModelDef, opt: Optimizer, mesh: Any,
+                   task: Task) -> Callable:
     """:func:`make_train_step` jitted as the training loop runs it: params, optimizer state
     and step in and out with their shardings (the first two donated), the batch sharded
     over ``mesh``'s data axes."""
     shardings = train_state.train_state_shardings(mdef, opt)
     state_sh = (shardings["params"], shardings["opt_state"], shardings["step"])
-    return jax.jit(make_train_step(mdef.graphdef, opt),
+    return jax.jit(make_train_step(mdef.graphdef, opt, task),
                    in_shardings=(*state_sh, batch_sharding(mesh)),
                    out_shardings=(*state_sh, None), donate_argnums=(0, 1))
 
 
-def make_eval_step(graphdef: Any) -> Callable:
-    """``(params, batch) -> loss``."""
-    return lambda params, batch: loss_fn(graphdef, params, batch)
+def make_eval_step(graphdef: Any, task: Task) -> Callable:
+    """``(params, batch) -> {"loss", **task metrics}``."""
+
+    def eval_step(params, batch):
+        loss, extra = loss_fn(graphdef, params, batch, task)
+        return {"loss": loss, **extra}
+
+    return eval_step
 

@@ -96,11 +96,11 @@ def test_branch_continues_from_the_parent_checkpoint(runs, tmp_path):
 
 
 def _configs():
-    from jaxlab.data import DataConfig
-    from jaxlab.nn import ModelConfig
+    from jaxlab.tasks import build_task
     from jaxlab.train.config import TrainConfig
 
-    return ModelConfig(), DataConfig(), TrainConfig()
+    cfg = TrainConfig()
+    return build_task(cfg.task, cfg.seq_len), cfg
 
 
 def test_cooldown_ends_below_the_constant_run(runs):

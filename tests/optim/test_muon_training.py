@@ -5,6 +5,7 @@ import pytest
 
 from jaxlab.data import DataConfig
 from jaxlab.nn import ModelConfig
+from jaxlab.tasks import LanguageModelTask
 from jaxlab.train.config import TrainConfig
 from jaxlab.train.loop import Run
 from jaxlab.train.metrics import read_metrics
@@ -22,7 +23,7 @@ def test_loss_falls_and_diagnostics_are_logged(tmp_path, optimizer, diag_key):
         gin.parse_config([f"build_optimizer.optimizer = '{optimizer}'",
                           "build_optimizer.learning_rate = 0.01"])
     try:
-        summary = Run(tmp_path, TINY, DataConfig(), cfg).run()
+        summary = Run(tmp_path, LanguageModelTask(TINY, DataConfig(), cfg.seq_len), cfg).run()
     finally:
         gin.clear_config()
     assert summary["status"] == "done"

@@ -100,6 +100,7 @@ def test_training_through_the_kernel_matches_the_dense_path(tmp_path, optimizer)
 
     from jaxlab.data import DataConfig
     from jaxlab.nn import ModelConfig
+    from jaxlab.tasks import LanguageModelTask
     from jaxlab.train.config import TrainConfig
     from jaxlab.train.loop import Run
     from jaxlab.train.metrics import read_metrics
@@ -115,7 +116,7 @@ def test_training_through_the_kernel_matches_the_dense_path(tmp_path, optimizer)
                          "sparsity.block_size = 16\nsparsity.unit = 'step'\n"
                          f"sparsity.start = 2\nsparsity.kernel = '{kernel}'\n")
         try:
-            run = Run(tmp_path / kernel, model, DataConfig(), cfg)
+            run = Run(tmp_path / kernel, LanguageModelTask(model, DataConfig(), cfg.seq_len), cfg)
             summary = run.run()
         finally:
             gin.clear_config()

@@ -16,7 +16,9 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from jaxlab.data import DataConfig
 from jaxlab.nn import ModelConfig
+from jaxlab.tasks import LanguageModelTask
 from jaxlab.train.config import TrainConfig
 from jaxlab.train.gin_setup import parse_gin
 from jaxlab.train.loop import Run, train
@@ -110,7 +112,7 @@ def _run(workdir, mesh, steps, batch=8, **kw):
     cfg = TrainConfig(steps=steps, batch_size=batch, seq_len=32, mesh=mesh, log_every=1,
                       eval_every=0, checkpoint_every=kw.pop("checkpoint_every", 0),
                       progress=False, async_checkpoint=False, **kw)
-    run = Run(workdir, TINY, __import__("jaxlab.data").data.DataConfig(), cfg)
+    run = Run(workdir, LanguageModelTask(TINY, DataConfig(), cfg.seq_len), cfg)
     return run, run.run()
 
 
@@ -165,11 +167,10 @@ def test_bad_input_errors(tmp_path):
     with pytest.raises(ValueError, match="needs 3 devices, which does not divide the 8"):
         _run(tmp_path, "data=3", 1)
     with pytest.raises(ValueError, match="seq_len=128 is longer than the model supports"):
-        Run(tmp_path, ModelConfig(max_seq_len=64), __import__("jaxlab.data").data.DataConfig(),
+        Run(tmp_path, LanguageModelTask(ModelConfig(max_seq_len=64), DataConfig(), 128),
             TrainConfig(seq_len=128, mesh="data=1"))
-    from jaxlab.data import DataConfig
     with pytest.raises(FileNotFoundError, match="missing.bin"):
-        Run(tmp_path, TINY, DataConfig(dataset="tokens", train_path=str(tmp_path / "missing.bin")),
-            TrainConfig(seq_len=32, mesh="data=1"))
+        Run(tmp_path, LanguageModelTask(TINY, DataConfig(dataset="tokens", train_path=str(
+            tmp_path / "missing.bin")), 32), TrainConfig(seq_len=32, mesh="data=1"))
     with pytest.raises(ValueError, match="batch_size=6 is not divisible by the 4"):
         _run(tmp_path, "data=4", 1, batch=6)
