@@ -2,10 +2,12 @@
 than Muon and AdamW, and stability without warmup).
 
 Called by ``python -m jaxlab.launch report --sweep experiments/trasmuon_stability/
-sweep_lm.gin --preset cpu`` with the sweep's rows. Per warmup (0 and 5%) and arm: final
-validation loss against peak lr (mean over seeds), the stable basin (lr range within 0.05
-nats of the arm's best, :func:`jaxlab.scaling.lr_sensitivity.stable_basin`), diverged
-runs, and steps to a target loss at each arm's best lr; TrasMuon's energy-ratio and
+sweep_lm.gin --preset cpu`` (or ``sweep_vision.gin``) with the sweep's rows. Per warmup
+(0 and 5%) and arm: the final validation metric against peak lr (mean over seeds: loss
+for the LM, accuracy for the ViT), the stable basin (lr range within 0.05 nats, or 1
+accuracy point, of the arm's best: :func:`jaxlab.scaling.lr_sensitivity.stable_basin`),
+diverged runs, and steps to a target train loss at each arm's best lr; TrasMuon's
+energy-ratio and
 clip-factor histograms over training (its ``trasmuon/*_hist_*`` diagnostics) and how
 often clipping fired during loss spikes. Writes ``report.md``, ``report.json`` and the
 plots (PNG and SVG) into the sweep directory.
@@ -13,6 +15,7 @@ plots (PNG and SVG) into the sweep directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -34,10 +37,37 @@ ARMS = ("adamw", "muon", "trasmuon", "trasmuon_noclip")
 COLORS = {"adamw": "tab:blue", "muon": "tab:orange", "trasmuon": "tab:green",
           "trasmuon_noclip": "tab:olive"}
 WARMUPS = {"w0": "no warmup", "w5": "5% warmup"}
-TOLERANCE = 0.05         # nats: the basin is within this of the arm's best loss
 SPIKE_JUMP = 0.05        # nats: a logged train loss this much above the previous one
 BURST_RATIO = 2.0        # a feature "bursts" when its energy is >= 2x the reference
 FIRED_FRACTION = 0.05    # clipping "fired" when >= 5% of all features burst
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """The validation figure a task is judged by. ``score`` is lower-is-better (the loss,
+    or minus the accuracy); ``show`` turns a score back into the figure."""
+
+    key: str
+    label: str
+    tolerance: float
+    higher_is_better: bool
+    margin: str
+
+    def score(self, row) -> float:
+        x = row[self.key]
+        return -x if self.higher_is_better else x
+
+    def show(self, score: float) -> float:
+        return -score if self.higher_is_better else score
+
+
+LOSS = Metric("val", "final validation loss (nats)", 0.05, False, "0.05 nats")
+ACCURACY = Metric("acc", "final validation accuracy", 0.01, True, "1 accuracy point")
+
+
+def metric_of(rows) -> Metric:
+    """Accuracy when the runs report one (classification), else the loss."""
+    return ACCURACY if any(math.isfinite(r["acc"]) for r in rows) else LOSS
 
 
 def _provenance(runs) -> dict:
@@ -62,12 +92,14 @@ def run_rows(runs) -> list[dict]:
     out = []
     for r in runs.to_dict("records"):
         s = r["summary"] if isinstance(r.get("summary"), dict) else {}
-        vocab = (s.get("model") or {}).get("vocab_size") or 256
-        val = s.get("final_val_loss")
+        model = s.get("model") or {}
+        classes = model.get("num_classes") or model.get("vocab_size") or 256
+        val, acc = s.get("final_val_loss"), s.get("final_val_accuracy")
+        finite = lambda x: x if x is not None and math.isfinite(x) else math.nan  # noqa: E731
         out.append({"arm": r.get("axis.arm"), "warmup": r.get("axis.warmup"),
                     "seed": r.get("axis.seed"), "lr": s.get("lr"), "status": r["status"],
-                    "val": val if val is not None and math.isfinite(val) else math.nan,
-                    "chance": math.log(vocab), "run_dir": r["run_dir"], "name": r["name"]})
+                    "val": finite(val), "acc": finite(acc), "chance": math.log(classes),
+                    "run_dir": r["run_dir"], "name": r["name"]})
     return out
 
 
@@ -76,13 +108,14 @@ def _is_bad(row) -> bool:
     return row["status"] == "diverged" or not (row["val"] < row["chance"])
 
 
-def lr_grid(rows, arm, warmup):
-    """``lrs (K,)``, mean final loss over seeds ``(K,)`` (inf where any seed went bad),
-    and the per-seed losses ``{lr: [loss]}`` of one arm at one warmup."""
+def lr_grid(rows, arm, warmup, metric: Metric = LOSS):
+    """``lrs (K,)``, the seed-mean score ``(K,)`` (``metric.score``: lower is better; inf
+    where any seed went bad) and the per-seed scores ``{lr: [score]}`` of one arm at one
+    warmup."""
     per: dict[float, list[float]] = {}
     for r in rows:
         if r["arm"] == arm and r["warmup"] == warmup and r["status"] in ("done", "diverged"):
-            per.setdefault(r["lr"], []).append(math.inf if _is_bad(r) else r["val"])
+            per.setdefault(r["lr"], []).append(math.inf if _is_bad(r) else metric.score(r))
     lrs = np.array(sorted(per))
     mean = np.array([np.mean(per[lr]) for lr in lrs])
     return lrs, mean, per
@@ -162,41 +195,45 @@ def spike_stats(rows):
             "clip_mean_elsewhere": mean(clip_other)}
 
 
-def _plot_loss_vs_lr(rows, basins, warmups, arms, stem):
+def _plot_loss_vs_lr(rows, basins, warmups, arms, stem, metric: Metric):
+    """Seed-mean metric against peak lr per arm (seeds faint, diverged as x at the worst
+    edge), one panel per warmup, with each arm's basin as a bar at its threshold."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(5.2 * len(warmups), 4.2), layout="constrained")
     axes = fig.subplots(1, len(warmups), sharey=True, squeeze=False)[0]
-    finite = [r["val"] for r in rows if not _is_bad(r)]
-    lo_y = min(finite) - 0.05 if finite else 0.0
-    hi_y = min(max(finite), lo_y + 1.5) if finite else 1.0
+    scores = [metric.score(r) for r in rows if not _is_bad(r)]
+    best = min(scores) if scores else 0.0
+    worst = min(max(scores), best + 30 * metric.tolerance) if scores else 1.0
+    lo, hi = sorted((metric.show(best - metric.tolerance), metric.show(worst)))
+    edge = metric.show(worst)  # where diverged runs are drawn
     for ax, w in zip(axes, warmups):
         for arm in arms:
-            lrs, mean, per = lr_grid(rows, arm, w)
+            lrs, mean, per = lr_grid(rows, arm, w, metric)
             if not lrs.size:
                 continue
             c = COLORS.get(arm)
             ok = np.isfinite(mean)
-            ax.plot(lrs[ok], mean[ok], "o-", color=c, label=arm)
+            ax.plot(lrs[ok], [metric.show(m) for m in mean[ok]], "o-", color=c, label=arm)
             for lr, vals in per.items():
-                v = [x for x in vals if math.isfinite(x)]
+                v = [metric.show(x) for x in vals if math.isfinite(x)]
                 ax.plot([lr] * len(v), v, ".", color=c, alpha=0.35)
                 if len(v) < len(vals):
-                    ax.plot([lr], [hi_y], "x", color=c, ms=9, mew=2)
+                    ax.plot([lr], [edge], "x", color=c, ms=9, mew=2)
             b = basins.get((w, arm))
             if b is not None:
-                ax.plot([b.lo, b.hi], [b.best_loss + b.tolerance] * 2, "-", color=c, lw=5,
-                        alpha=0.35, solid_capstyle="butt")
+                ax.plot([b.lo, b.hi], [metric.show(b.best_loss + b.tolerance)] * 2, "-",
+                        color=c, lw=5, alpha=0.35, solid_capstyle="butt")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_ylim(lo_y, hi_y + 0.05)
+        ax.set_ylim(lo - metric.tolerance, hi + metric.tolerance)
         ax.set_xlabel("peak learning rate")
-        ax.set_title(f"{WARMUPS.get(w, w)}: final validation loss")
+        ax.set_title(f"{WARMUPS.get(w, w)}: {metric.label}", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("loss (nats/byte)")
+    axes[0].set_ylabel(metric.label)
     axes[0].legend(fontsize=8)
-    fig.supxlabel(f"bars: basin within {TOLERANCE} nats of each arm's best; "
+    fig.supxlabel(f"bars: basin within {metric.margin} of each arm's best; "
                   "x: a diverged (or never-learning) run", fontsize=8)
     return save_figure(fig, stem)
 
@@ -221,7 +258,7 @@ def _plot_curves(best_runs, conv, warmups, arms, stem):
     tail = [c["target"] for c in conv.values()]
     if tail:
         axes[0].set_ylim(min(tail) - 0.3, min(tail) + 2.0)
-    axes[0].set_ylabel("train loss (nats/byte)")
+    axes[0].set_ylabel("train loss (nats)")
     return save_figure(fig, stem)
 
 
@@ -265,7 +302,7 @@ def _fmt(x, spec=".4f"):
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
-def _claims(basins, conv, warmups):
+def _claims(basins, conv, warmups, metric: Metric = LOSS):
     """Plain sentences: did TrasMuon converge faster, and is its basin wider without warmup?"""
     lines = []
     for w in warmups:
@@ -287,16 +324,18 @@ def _claims(basins, conv, warmups):
         bounded = not any(x.open_lo or x.open_hi for x in (b, *rivals.values()))
         lines.append(
             f"- **Wider stable basin without warmup: {'held' if wider else 'did not hold'}.** "
-            f"Basin within {TOLERANCE} nats of the best, no warmup: TrasMuon {b.describe()}, "
+            f"Basin within {metric.margin} of the best, no warmup: TrasMuon {b.describe()}, "
             + ", ".join(f"{a} {r.describe()}" for a, r in rivals.items()) + "."
             + ("" if bounded else " (`>=`: the lr grid does not bracket that basin, so the "
                "comparison is between lower bounds.)"))
         if ("w5", "trasmuon") in basins:
-            b5 = basins[("w5", "trasmuon")]
-            lines.append(f"- Removing the warmup cost TrasMuon {b.best_loss - b5.best_loss:+.4f} "
-                         "nats at its best lr; " + ", ".join(
-                             f"{a} {basins[('w0', a)].best_loss - basins[('w5', a)].best_loss:+.4f}"
-                             for a in ("muon", "adamw")
+            def cost(a):  # how much worse the best point is without warmup, in the metric
+                d = basins[("w0", a)].best_loss - basins[("w5", a)].best_loss
+                return f"{100 * d:+.1f} points" if metric.higher_is_better else f"{d:+.4f} nats"
+
+            lines.append(f"- Removing the warmup cost TrasMuon {cost('trasmuon')} at its best "
+                         "lr (+ is worse); " + ", ".join(
+                             f"{a} {cost(a)}" for a in ("muon", "adamw")
                              if ("w0", a) in basins and ("w5", a) in basins) + ".")
     return lines
 
@@ -307,43 +346,51 @@ def report(sweep_dir, runs) -> dict:
     rows = run_rows(runs)
     arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
     warmups = [w for w in WARMUPS if any(r["warmup"] == w for r in rows)]
+    metric = metric_of(rows)
     basins, table = {}, []
     for w in warmups:
         for arm in arms:
-            lrs, mean, per = lr_grid(rows, arm, w)
+            lrs, mean, per = lr_grid(rows, arm, w, metric)
             bad = sum(1 for r in rows if r["arm"] == arm and r["warmup"] == w and _is_bad(r))
             diverged = sum(1 for r in rows if r["arm"] == arm and r["warmup"] == w
                            and r["status"] == "diverged")
             entry = {"warmup": WARMUPS[w], "arm": arm, "runs": sum(len(v) for v in per.values()),
                      "diverged (NaN)": diverged, "bad (diverged or >= chance)": bad}
             if lrs.size and np.isfinite(mean).any():
-                b = basins[(w, arm)] = stable_basin(lrs, mean, TOLERANCE)
+                b = basins[(w, arm)] = stable_basin(lrs, mean, metric.tolerance)
                 seeds = [x for x in per[b.best_lr] if math.isfinite(x)]
                 spread = (max(seeds) - min(seeds)) / 2 if len(seeds) > 1 else None
-                entry.update({"best lr": f"{b.best_lr:.3g}", "best val loss": _fmt(b.best_loss),
-                              "seed spread (+-)": _fmt(spread),
-                              "basin": b.describe()})
+                at_best = [r for r in rows if r["arm"] == arm and r["warmup"] == w
+                           and r["lr"] == b.best_lr and not _is_bad(r)]
+                entry.update({"best lr": f"{b.best_lr:.3g}",
+                              f"best {metric.label.replace('final ', '')}":
+                                  _fmt(metric.show(b.best_loss)),
+                              "seed spread (+-)": _fmt(spread)})
+                if metric is not LOSS:
+                    entry["val loss there"] = _fmt(float(np.mean([r["val"] for r in at_best])))
+                entry["basin"] = b.describe()
             table.append(entry)
     best_runs = best_lr_runs(rows, basins)
     conv = convergence(best_runs, warmups, arms)
     spikes = spike_stats(rows)
     prov = _provenance(runs)
     plots = []
-    plots += _plot_loss_vs_lr(rows, basins, warmups, arms, sweep_dir / "loss_vs_lr")
+    plots += _plot_loss_vs_lr(rows, basins, warmups, arms, sweep_dir / "loss_vs_lr", metric)
     plots += _plot_curves(best_runs, conv, warmups, arms, sweep_dir / "loss_curves")
     plots += _plot_histograms(best_runs, warmups, sweep_dir / "trasmuon_histograms")
 
     md = ["# TrasMuon stability: lr sensitivity, warmup, convergence\n",
           f"Sweep `{sweep_dir.name}`: {len(rows)} runs "
           f"({sum(r['status'] == 'done' for r in rows)} done), written "
-          f"{time.strftime('%Y-%m-%d %H:%M')}. Loss: final validation loss (nats/byte) on "
-          "held-out pystdlib files. TrasMuon is jaxlab's reconstruction of arXiv 2602.13498 "
+          f"{time.strftime('%Y-%m-%d %H:%M')}. Judged by the {metric.label} on the held-out "
+          "split (mean over seeds). TrasMuon is jaxlab's reconstruction of arXiv 2602.13498 "
           "(only its abstract is public; `docs/methods.md`).\n",
-          "## Claims at this scale\n", *_claims(basins, conv, warmups), "",
+          "## Claims at this scale\n", *_claims(basins, conv, warmups, metric), "",
           "## Per arm\n", markdown_table(table),
-          f"Basin: the peak-lr range whose seed-mean final loss is within {TOLERANCE} nats of "
-          "the arm's best on the grid, interpolated in log lr; `>=` where it reaches the "
-          "grid's end. Bad: diverged, or a final loss no better than a uniform guess.\n",
+          f"Basin: the peak-lr range whose seed-mean {metric.label} is within "
+          f"{metric.margin} of the arm's best on the grid, interpolated in log lr; `>=` "
+          "where it reaches the grid's end. Bad: diverged, or a final validation loss no "
+          "better than a uniform guess.\n",
           "## Steps to a target loss\n"]
     for w, c in conv.items():
         md.append(f"- {WARMUPS[w]}: target {c['target']:.4f} (the highest of the arms' best "
@@ -370,11 +417,12 @@ def report(sweep_dir, runs) -> dict:
            f"{_fmt(prov['sweep_wall_s'], '.0f')} s (first start to last finish), "
            f"{prov['run_wall_sum_s']:.0f} s summed over runs.\n"]
     (sweep_dir / "report.md").write_text("\n".join(md) + "\n")
-    result = {"runs": len(rows), "table": table,
-              "basins": {f"{w}/{a}": {**b.__dict__, "width_decades": b.width_decades}
+    result = {"runs": len(rows), "metric": metric.label, "table": table,
+              "basins": {f"{w}/{a}": {**b.__dict__, "width_decades": b.width_decades,
+                                      "best_value": metric.show(b.best_loss)}
                          for (w, a), b in basins.items()},
               "convergence": conv, "spikes": spikes, "provenance": prov}
     (sweep_dir / "report.json").write_text(json.dumps(result, indent=2, default=str))
-    lines = _claims(basins, conv, warmups) or ["no claim could be checked (too few runs)"]
+    lines = _claims(basins, conv, warmups, metric) or ["no claim could be checked (too few runs)"]
     return {"report": sweep_dir / "report.md", "plots": [p for p in plots if p.endswith(".png")],
             "lines": [line.replace("**", "") for line in lines]}

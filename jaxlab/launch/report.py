@@ -11,6 +11,7 @@ file, a table of the runs is written to ``report.md``.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from jaxlab.launch.expand import Plan
@@ -33,8 +34,10 @@ def analysis_path(plan: Plan) -> Path:
 
 
 def load_analysis(path: Path):
-    spec = importlib.util.spec_from_file_location(f"jaxlab_study_{path.parent.name}", path)
+    name = f"jaxlab_study_{path.parent.name}"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses (and pickling) look their module up by name
     spec.loader.exec_module(module)
     if not callable(getattr(module, "report", None)):
         raise TypeError(f"{path} must define report(sweep_dir, runs) -> dict")

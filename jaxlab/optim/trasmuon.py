@@ -187,7 +187,8 @@ def scale_by_trasmuon(infos: Any, *, b1: float = 0.95, b2: float = 0.95, b_energ
             v = b2 * state.v[k] + (1 - b2) * jnp.mean(jnp.square(o), axis=3 - v_ax)
             b = o / jnp.sqrt(jnp.expand_dims(v, 3 - v_ax) + eps)
             b_norm = jnp.sqrt(jnp.sum(jnp.square(b), axis=(1, 2), keepdims=True))
-            u = b * (math.sqrt(info.fan_in * info.fan_out) / jnp.maximum(b_norm, _TINY))
+            # b / ||b|| first: a zero gradient gives b = 0 and must give U = 0, not 0 * inf
+            u = b / jnp.maximum(b_norm, _TINY) * math.sqrt(info.fan_in * info.fan_out)
             energy = energy_scale * jnp.sum(jnp.square(m), axis=3 - e_ax)
             med = jnp.median(energy, axis=-1)
             eref = jnp.where(first, med, b_energy * state.eref[k] + (1 - b_energy) * med)

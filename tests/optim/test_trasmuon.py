@@ -103,6 +103,17 @@ def test_scaling_every_gradient_leaves_updates_unchanged(k):
     assert float(state.stats["trasmuon/clip_min"]) < 0.5  # the trust region is active
 
 
+def test_zero_gradients_give_zero_updates_then_train_normally():
+    """A matrix whose gradient is exactly zero (e.g. every block behind a zero-initialised
+    head at step 1) gets a zero update, and later steps are finite."""
+    grads = [jnp.zeros((2, FI, FO)), rand(40), rand(41)]
+    outs, state = run(grads)
+    np.testing.assert_array_equal(outs[0], 0.0)
+    for u in outs[1:]:
+        assert np.all(np.isfinite(u)) and float(jnp.abs(u).max()) > 0
+    assert all(np.isfinite(float(v)) for v in state.stats.values())
+
+
 def _steady_grads(steps: int, shape=(2, 128, 256)):
     """A fixed signal plus noise of 0.3 its RMS: the momentum's energy is stationary."""
     signal = rand(99, shape)
