@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="write the report after the sweep")
     p.add_argument("--watch", type=float, default=0.0,
                    help="status: refresh every SECONDS until the sweep is finished")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the traceback of a bad-input error")
     return p
 
 
@@ -60,15 +62,24 @@ def _print_report(out: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The launcher; bad input (sweep file, preset, a missing sweep result) is one
+    ``error:`` line and exit 2 (``--verbose``: the traceback)."""
     args = _parser().parse_args(argv)
-    from jaxlab.launch.expand import load_plan
+    from jaxlab import cli_errors
     from jaxlab.launch.spec import SweepError
 
     try:
-        plan = load_plan(args.sweep, args.preset, args.root)
-    except (SweepError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _main(args)
+    except (SweepError, RuntimeError, *cli_errors.BAD_INPUT) as e:
+        if args.verbose:
+            raise
+        return cli_errors.report(e)
+
+
+def _main(args) -> int:
+    from jaxlab.launch.expand import load_plan
+
+    plan = load_plan(args.sweep, args.preset, args.root)
     workers = args.workers or plan.setting("workers", 1)
     threads = args.threads_per_run or plan.setting("threads_per_run")
     if args.command == "status":

@@ -16,19 +16,22 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from jaxlab import cli_errors
 from jaxlab.train.gin_setup import parse_gin, write_operative_config
 from jaxlab.train.host_memory import keep_host_memory
 
-FLAGS = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it has a checkpoint).",
-                            required=True)
+FLAGS = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it has a checkpoint).")
 GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'TrainConfig.steps = 100'.")
+VERBOSE = flags.DEFINE_boolean("verbose", False, "Show the traceback of a bad-input error.")
 
 
 def main(argv) -> int:
     del argv
+    if not FLAGS.value:
+        raise ValueError("--workdir is required (the run directory; an existing one resumes)")
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     keep_host_memory()  # before JAX starts its CPU client: see jaxlab.train.host_memory
     from jaxlab.train.loop import train  # after flag parsing: JAX starts here
@@ -46,5 +49,20 @@ def main(argv) -> int:
     return 0 if summary["status"] == "done" else 3
 
 
+def cli(argv: list[str]) -> int:
+    """Parses flags, runs :func:`main`; bad input is one ``error:`` line and exit 2."""
+    try:
+        rest = flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}; see --helpshort", file=sys.stderr)
+        return cli_errors.EXIT_BAD_INPUT
+    try:
+        return main(rest)
+    except cli_errors.BAD_INPUT as e:
+        if VERBOSE.value:
+            raise
+        return cli_errors.report(e)
+
+
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    sys.exit(cli(sys.argv))

@@ -99,3 +99,35 @@ def test_report_recovers_known_basins_convergence_and_divergence(tmp_path, capsy
     assert "Wider stable basin without warmup: held" in out
     for name in ("loss_vs_lr.png", "loss_curves.png"):
         assert (plan.sweep_dir / name).stat().st_size > 10_000
+
+
+def test_vision_report_judges_by_accuracy(tmp_path):
+    """Classification runs (summaries with final_val_accuracy): basins within 1 accuracy
+    point; V-shaped accuracy around lr 4.64e-3 (a grid point of the vision cpu preset)."""
+    sweep = SWEEP.with_name("sweep_vision.gin")
+    plan = load_plan(sweep, "cpu", tmp_path)
+    store = store_of(plan)
+    register(plan, store)
+    drop = {"adamw": 0.04, "muon": 0.04, "trasmuon": 0.02, "trasmuon_noclip": 0.04}  # per decade
+    for r in plan.runs:
+        arm = dict(r.labels)["arm"]
+        lr = float(dict(r.bindings)["build_optimizer.learning_rate"])
+        acc = 0.97 - drop[arm] * abs(math.log10(lr) - math.log10(4.64e-3))
+        run_dir = plan.run_dir(r)
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": s, "train_loss": 2.3 * math.exp(-s / 100)}) + "\n"
+            for s in range(10, 610, 10)))
+        store.finish(r.run_id, "done", {"status": "done", "lr": lr, "final_val_loss": 0.1,
+                                        "final_val_accuracy": acc,
+                                        "model": {"num_classes": 10}, "wall_time_s": 1.0})
+    assert launch_main(["report", "--sweep", str(sweep), "--preset", "cpu",
+                        "--root", str(tmp_path)]) == 0
+    result = json.loads((plan.sweep_dir / "report.json").read_text())
+    assert result["metric"] == "final validation accuracy"
+    for arm, d in drop.items():
+        b = result["basins"][f"w0/{arm}"]
+        assert b["best_value"] == pytest.approx(0.97)
+        assert b["width_decades"] == pytest.approx(2 * 0.01 / d)
+    report = (plan.sweep_dir / "report.md").read_text()
+    assert "within 1 accuracy point" in report and "Wider stable basin without warmup: held" in report
