@@ -21,10 +21,10 @@ import numpy as np
 
 from jaxlab.mesh import make_mesh
 from jaxlab.nn import ModelConfig
-from jaxlab.optim.registry import Optimizer, build_optimizer
 from jaxlab.sharding import batch_sharding
 from jaxlab.tasks import LanguageModelTask
 from jaxlab.train import state as train_state
+from jaxlab.train.optimizer import Optimizer, build_optimizer
 from jaxlab.train.step import jit_train_step
 
 # GPT-2 small (124M) with the vocabulary padded to a multiple of 128, as in nanoGPT.

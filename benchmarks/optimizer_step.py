@@ -44,7 +44,7 @@ from flax import nnx
 from jaxlab.nn import ModelConfig, TransformerLM
 from jaxlab.optim.muon import muon
 from jaxlab.optim.newton_schulz import ns_flop_bound, ns_flops
-from jaxlab.optim.partition import MATRIX, ParamInfo, describe_params, infos_list
+from jaxlab.partition import MATRIX, ParamInfo, describe_params, infos_list
 
 
 def model_tree(cfg: ModelConfig, seed: int = 0):

@@ -29,7 +29,7 @@ from _timing import call_times
 from flax import nnx
 
 from jaxlab.nn import ModelConfig, TransformerLM, cross_entropy
-from jaxlab.optim.partition import describe_params
+from jaxlab.partition import describe_params
 from jaxlab.sparse import PruneSpec, PruningSchedule, plan_leaves, prune
 from jaxlab.sparse.prune import compute_masks, zero_param_moments
 

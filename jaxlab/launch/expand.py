@@ -82,8 +82,8 @@ def _slug(text: str) -> str:
 
 # ----------------------------------------------------------------------------- gin checks
 def _register_configurables() -> None:
-    import jaxlab.optim.registry  # noqa: F401  (registers adamw, muon, trasmuon)
     import jaxlab.train.gin_setup  # noqa: F401  (registers the core configurables)
+    import jaxlab.train.optimizer  # noqa: F401  (registers adamw, muon, trasmuon)
 
 
 

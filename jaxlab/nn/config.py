@@ -36,7 +36,7 @@ class ModelConfig:
         with that implementation; ``"auto"``: ``"jaxlab"`` on CPU, ``"xla"`` elsewhere.
       sparse_block_size: when set, the hidden matrices (attention and MLP kernels, not the
         embedding or head) multiply through the block-sparse Pallas kernel with ``b x b``
-        tiles, skipping all-zero tiles (:func:`jaxlab.sparse.block_linear.block_sparse_dot`).
+        tiles, skipping all-zero tiles (:func:`jaxlab.nn.block_linear.block_sparse_dot`).
         The training loop sets it from ``sparsity.kernel``; None is the dense product.
       remat: rematerialise each block in the backward pass (less memory, ~1/3 more compute).
       causal: causal self-attention (the LM); False lets every position see every other

@@ -3,7 +3,7 @@
 Every parameter is an ``nnx.Param`` carrying ``logical_axes`` (one name per dimension,
 resolved to mesh axes by ``jaxlab.sharding``) and, for kernels, ``fan_in_ndim``: the
 kernel is laid out ``(*fan_in_dims, *fan_out_dims)`` so ``x @ W`` contracts the first
-``fan_in_ndim`` axes. ``jaxlab.optim.partition`` reads both.
+``fan_in_ndim`` axes. ``jaxlab.partition`` reads both.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxlab.sparse.block_linear import block_sparse_dot
+from jaxlab.nn.block_linear import block_sparse_dot
 
 
 def param(rngs: nnx.Rngs | None, init, shape: Sequence[int], dtype, logical_axes,
@@ -53,7 +53,7 @@ class DenseGeneral(nnx.Module):
     Kernel shape ``(*in_shape, *out_shape)`` with ``fan_in_ndim = len(in_shape)``; init
     truncated-normal with std ``init_scale / sqrt(prod(in_shape))``. With ``block_size``
     set, the product skips all-zero ``b x b`` tiles of the ``(fan_in, fan_out)`` kernel
-    through the Pallas block-sparse matmul (:mod:`jaxlab.sparse.block_linear`).
+    through the Pallas block-sparse matmul (:mod:`jaxlab.nn.block_linear`).
     """
 
     def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], *,

@@ -7,7 +7,7 @@ Block`: GQA attention, SwiGLU, RMSNorm) run non-causally without rotary embeddin
 scan-stacked ``(L, ...)`` like the LM's. A final RMSNorm, the class token (or the mean of
 the patch tokens with ``pool='mean'``) and a zero-initialised linear head give the logits.
 
-Parameter labels (:mod:`jaxlab.optim.partition`): everything under ``embed/`` (patch
+Parameter labels (:mod:`jaxlab.partition`): everything under ``embed/`` (patch
 projection, position embedding, class token) is ``embedding`` and the classifier
 ``head/kernel`` is ``head``, so both go to AdamW inside Muon-family optimizers; the
 blocks' attention and MLP kernels are ``matrix`` (Muon), their norm gains ``vector``.

@@ -8,7 +8,7 @@ value ``sigma_max ~ sqrt(eta / lambda) d^0.75`` (so sublayer gains) width invari
 norm gains, biases) take ``eta_1 = Theta(1)`` and ``lambda_1 = 0``. lr and wd tuned at a
 proxy width ``base_width`` then transfer zero-shot to any width.
 
-Here a rule is, per parameter label of :mod:`jaxlab.optim.partition`, a pair of exponents
+Here a rule is, per parameter label of :mod:`jaxlab.partition`, a pair of exponents
 ``(lr_exponent, wd_exponent)``: the leaf's lr is multiplied by ``(d / base)^lr_exponent``
 and its weight decay by ``(d / base)^wd_exponent`` (``wd_exponent=None``: no decay). The
 registry turns the rules on for any optimizer with ``build_optimizer.layerwise = True``:
@@ -27,7 +27,7 @@ import gin
 import jax
 import optax
 
-from jaxlab.optim.partition import EMBEDDING, HEAD, MATRIX, VECTOR, ParamInfo, infos_list
+from jaxlab.partition import EMBEDDING, HEAD, MATRIX, VECTOR, ParamInfo, infos_list
 
 Rule = tuple[float, float | None]
 
@@ -74,7 +74,7 @@ def layerwise_rules(infos: Any, width: int | None = None, base_width: int = 128,
     """Per-leaf lr and weight-decay multipliers for ``infos`` at ``width`` (arXiv 2510.15262).
 
     Args:
-      infos: :func:`jaxlab.optim.partition.describe_params` tree.
+      infos: :func:`jaxlab.partition.describe_params` tree.
       width: the model width ``d`` (d_model); None infers it (:func:`infer_width`).
       base_width: the proxy width whose lr and wd were tuned.
       matrix, embedding, head, vector: ``(lr_exponent, wd_exponent)`` per label;

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxlab.optim.partition import ParamInfo
+from jaxlab.partition import ParamInfo
 
 NS_CHUNKS = ("auto", "all")
 # 'auto' on CPU: matrices per sequential NS call so one chunk's input is at most this.

@@ -10,7 +10,7 @@ Per hidden matrix ``W (fan_in, fan_out)`` with gradient ``G``::
 with ``scale`` ``keller`` = ``sqrt(max(1, fan_out / fan_in))`` or ``moonlight`` =
 ``0.2 sqrt(max(fan_in, fan_out))`` (update RMS 0.2, matching AdamW, so AdamW's lr and wd
 carry over; Moonlight eq. 4). Which leaves are matrices comes from
-:func:`jaxlab.optim.partition.describe_params`: scan-stacked ``(L, in, out)`` and expert
+:func:`jaxlab.partition.describe_params`: scan-stacked ``(L, in, out)`` and expert
 ``(E, in, out)`` weights are batches of matrices and multi-axis kernels are flattened to
 ``fan_in x fan_out``; embeddings, the output head and vectors go to AdamW with their own
 lr, betas and weight decay.
@@ -36,7 +36,7 @@ import optax
 from jaxlab.optim import layerwise as layerwise_lib
 from jaxlab.optim.matrix_stacking import in_chunks, orthogonalize_leaves
 from jaxlab.optim.newton_schulz import default_norm_scale, newton_schulz, ns_coefficients
-from jaxlab.optim.partition import MATRIX, ParamInfo, describe_params, infos_list
+from jaxlab.partition import MATRIX, ParamInfo, describe_params, infos_list
 
 UPDATE_SCALES = ("keller", "moonlight", "none")
 NS_IMPLS = ("xla", "pallas")

@@ -62,7 +62,7 @@ from jaxlab.optim.muon import (
     momentum_direction,
     with_adamw_for_the_rest,
 )
-from jaxlab.optim.partition import MATRIX, ParamInfo
+from jaxlab.partition import MATRIX, ParamInfo
 
 GATES = ("soft", "gated")
 AXES = ("fan_in", "fan_out")
@@ -265,7 +265,7 @@ def trasmuon(learning_rate: optax.ScalarOrSchedule, infos: Any, *, weight_decay:
              wd_mult: Any = None, **kwargs) -> optax.GradientTransformation:
     """TrasMuon (reconstruction of arXiv 2602.13498) on matrices, AdamW on the rest.
 
-    ``infos``: :func:`jaxlab.optim.partition.describe_params` tree; ``kwargs`` go to
+    ``infos``: :func:`jaxlab.partition.describe_params` tree; ``kwargs`` go to
     :func:`scale_by_trasmuon` (gate, axes, EMAs, Newton-Schulz settings); ``weight_decay``
     is the matrices' decoupled decay; ``adam_*`` configure the AdamW group.
     """

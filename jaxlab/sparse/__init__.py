@@ -2,7 +2,7 @@
 
 Library use::
 
-    from jaxlab.optim.partition import describe_params
+    from jaxlab.partition import describe_params
     from jaxlab.sparse import PruneSpec, PruningSchedule, prune
     infos = describe_params(params)
     spec = PruneSpec(sparsity=0.5, distribution="erk",

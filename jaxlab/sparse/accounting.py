@@ -23,7 +23,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlab.optim import partition
+from jaxlab import partition
 from jaxlab.sparse.plan import EMBED_LABELS, LeafPlan
 from jaxlab.sparse.schedules import PruningSchedule
 

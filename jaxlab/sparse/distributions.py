@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from jaxlab.optim.partition import ParamInfo
+from jaxlab.partition import ParamInfo
 
 DISTRIBUTIONS = ("uniform", "er", "erk", "custom")
 

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from jaxlab.optim import partition
-from jaxlab.optim.partition import ParamInfo
+from jaxlab import partition
+from jaxlab.partition import ParamInfo
 from jaxlab.sparse import distributions, schedules, structure
 from jaxlab.sparse.scores import SCORES
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxlab.optim.partition import ParamInfo
+from jaxlab.partition import ParamInfo
 
 STRUCTURES = ("unstructured", "nm", "block")
 

@@ -28,10 +28,10 @@ import gin
 import jax
 import optax
 
-from jaxlab.optim import partition
+from jaxlab import partition
+from jaxlab.nn.block_linear import block_kernel_problem, check_block_kernel_compatible
 from jaxlab.sparse.accounting import compute_fractions_to_steps, sparsity_diagnostics
 from jaxlab.sparse.adams import adams
-from jaxlab.sparse.block_linear import block_kernel_problem, check_block_kernel_compatible
 from jaxlab.sparse.plan import PruneSpec, plan_leaves
 from jaxlab.sparse.prune import prune
 from jaxlab.sparse.schedules import PruningSchedule
@@ -58,7 +58,7 @@ class SparsityConfig:
       srste_decay: SR-STE's lambda_W.
       adams_decay, adams_refresh: AdamS decay strength and mask refresh period.
       kernel: with ``structure='block'``, how the model multiplies its hidden matrices:
-        ``'pallas'`` the block-sparse Pallas kernel (:mod:`jaxlab.sparse.block_linear`;
+        ``'pallas'`` the block-sparse Pallas kernel (:mod:`jaxlab.nn.block_linear`;
         interpret mode on CPU, slow), ``'dense'`` the XLA dense product of the zeroed
         weights, ``'auto'`` the kernel on a single GPU/TPU device, else dense.
     """
@@ -186,7 +186,7 @@ def block_kernel_size(mesh_devices: int, config: SparsityConfig | None = None) -
     ``sparsity.kernel='auto'`` takes the kernel only for block-structured hard-mask
     training on one GPU/TPU device (the Pallas call is not partitioned over a mesh);
     ``'pallas'`` asks for it anywhere and raises where it cannot give the dense path's
-    updates (:func:`~jaxlab.sparse.block_linear.check_block_kernel_compatible`).
+    updates (:func:`~jaxlab.nn.block_linear.check_block_kernel_compatible`).
     """
     cfg = config if config is not None else SparsityConfig()
     if not cfg.enabled or cfg.kernel == "dense":

@@ -11,9 +11,9 @@ import jaxlab.data.images  # noqa: F401
 import jaxlab.data.pipeline  # noqa: F401
 import jaxlab.nn.config  # noqa: F401
 import jaxlab.nn.vit  # noqa: F401
-import jaxlab.optim.registry  # noqa: F401
 import jaxlab.optim.schedules  # noqa: F401
 import jaxlab.train.config  # noqa: F401
+import jaxlab.train.optimizer  # noqa: F401
 
 # Config paths such as 'jaxlab/configs/models/d128.gin' resolve from any directory.
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]

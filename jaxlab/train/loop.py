@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from jaxlab.data import DataConfig, shard_batch
 from jaxlab.mesh import make_mesh, mesh_spec_string
 from jaxlab.nn import ModelConfig
-from jaxlab.optim.registry import Optimizer, build_optimizer
 from jaxlab.sharding import batch_sharding
 from jaxlab.sparse.training import block_kernel_size
 from jaxlab.tasks import LanguageModelTask, Task, build_task
@@ -30,6 +29,7 @@ from jaxlab.train import state as train_state
 from jaxlab.train.checkpoint import Checkpointer
 from jaxlab.train.config import TrainConfig
 from jaxlab.train.metrics import MetricWriter
+from jaxlab.train.optimizer import Optimizer, build_optimizer
 from jaxlab.train.step import jit_train_step, make_eval_step
 
 FINAL_LOSS_WINDOW = 100  # final_train_loss averages the last min(100, steps // 20) steps

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxlab.optim.partition import MATRIX, infos_list
+from jaxlab.partition import MATRIX, infos_list
 
 
 def power_iteration_sigma_max(w_NxIxO: jax.Array, num_iters: int = 32, block_size: int = 8,
@@ -59,7 +59,7 @@ def top_singular_values(params: Any, infos: Any, num_iters: int = 32, block_size
 
     Args:
       params: the parameter tree (``nnx.State`` or arrays) that ``infos`` describes.
-      infos: :func:`jaxlab.optim.partition.describe_params` of ``params``.
+      infos: :func:`jaxlab.partition.describe_params` of ``params``.
       num_iters: power iterations (fixed, so the function jits to a fixed cost).
       block_size: vectors iterated together (see :func:`power_iteration_sigma_max`).
       key: start vectors' key (default ``jax.random.key(0)``).

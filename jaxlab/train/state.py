@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxlab.optim.registry import Optimizer
 from jaxlab.sharding import (
     AxisRules,
     abstract_with_shardings,
@@ -23,6 +22,7 @@ from jaxlab.sharding import (
     state_shardings,
 )
 from jaxlab.tasks import Task
+from jaxlab.train.optimizer import Optimizer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxlab.optim.partition import infos_list
-from jaxlab.optim.registry import Optimizer
+from jaxlab.partition import infos_list
 from jaxlab.sharding import batch_sharding
 from jaxlab.tasks import Task
 from jaxlab.train import state as train_state
+from jaxlab.train.optimizer import Optimizer
 
 
 def loss_fn(graphdef: Any, params: Any, batch: dict, task: Task) -> tuple[jax.Array, dict]:

@@ -8,7 +8,7 @@ from flax import nnx
 
 from jaxlab.nn.accounting import count_params
 from jaxlab.nn.vit import ViT, ViTConfig, patchify, vit_flops_per_token, vit_param_counts
-from jaxlab.optim.partition import describe_params, infos_list
+from jaxlab.partition import describe_params, infos_list
 
 
 def test_patchify_cuts_row_major_patches():

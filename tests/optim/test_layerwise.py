@@ -12,9 +12,9 @@ import pytest
 from flax import nnx
 
 from jaxlab.nn import ModelConfig, TransformerLM
-from jaxlab.optim import registry
 from jaxlab.optim.layerwise import infer_width, layerwise_rules
-from jaxlab.optim.partition import MATRIX, VECTOR, describe_params, infos_list
+from jaxlab.partition import MATRIX, VECTOR, describe_params, infos_list
+from jaxlab.train import optimizer as registry
 
 LR, WD, BASE = 1e-2, 0.1, 64
 

@@ -8,10 +8,10 @@ import pytest
 from flax import nnx
 
 from jaxlab.nn import ModelConfig, TransformerLM
-from jaxlab.optim import registry
 from jaxlab.optim.muon import muon, muon_diagnostics, shape_scale
 from jaxlab.optim.newton_schulz import newton_schulz
-from jaxlab.optim.partition import MATRIX, ParamInfo, describe_params, infos_list
+from jaxlab.partition import MATRIX, ParamInfo, describe_params, infos_list
+from jaxlab.train import optimizer as registry
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, tie_embeddings=False)
 

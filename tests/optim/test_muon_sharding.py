@@ -12,8 +12,8 @@ from flax import nnx
 from jaxlab.mesh import make_mesh
 from jaxlab.nn import ModelConfig, TransformerLM
 from jaxlab.optim.muon import muon
-from jaxlab.optim.partition import describe_params
 from jaxlab.optim.trasmuon import trasmuon
+from jaxlab.partition import describe_params
 from jaxlab.sharding import state_shardings
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, tie_embeddings=False)

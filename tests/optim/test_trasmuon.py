@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlab.optim import registry
 from jaxlab.optim.newton_schulz import newton_schulz
-from jaxlab.optim.partition import describe_params
 from jaxlab.optim.trasmuon import clip_factor, scale_by_trasmuon, trasmuon
+from jaxlab.partition import describe_params
+from jaxlab.train import optimizer as registry
 
 FI, FO = 24, 40
 

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlab.optim.partition import describe_params, infos_list
+from jaxlab.partition import describe_params, infos_list
 from jaxlab.sparse.distributions import distribute, solve_densities
 from jaxlab.sparse.plan import PruneSpec, embedding_sparsity, plan_leaves
 

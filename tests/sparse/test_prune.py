@@ -9,8 +9,7 @@ import pytest
 from flax import nnx
 
 from jaxlab.nn import ModelConfig, TransformerLM, cross_entropy
-from jaxlab.optim.partition import ParamInfo, describe_params
-from jaxlab.optim.registry import build_optimizer
+from jaxlab.partition import ParamInfo, describe_params
 from jaxlab.sparse import (
     PruneSpec,
     PruningSchedule,
@@ -24,6 +23,7 @@ from jaxlab.sparse import (
     sr_ste,
 )
 from jaxlab.sparse.prune import PruneState
+from jaxlab.train.optimizer import build_optimizer
 
 CFG = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, max_seq_len=16)
 

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlab.optim.partition import describe_params
+from jaxlab.partition import describe_params
 from jaxlab.sparse import (
     PruneSpec,
     PruningSchedule,

@@ -9,7 +9,7 @@ from flax import nnx
 
 from jaxlab.mesh import make_mesh
 from jaxlab.nn import ModelConfig, TransformerLM, cross_entropy
-from jaxlab.optim.partition import describe_params
+from jaxlab.partition import describe_params
 from jaxlab.sharding import abstract_with_shardings, state_shardings
 from jaxlab.sparse import PruneSpec, PruningSchedule, plan_leaves, prune
 

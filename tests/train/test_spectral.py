@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from jaxlab.nn import ModelConfig, TransformerLM
-from jaxlab.optim.partition import MATRIX, describe_params, infos_list
+from jaxlab.partition import MATRIX, describe_params, infos_list
 from jaxlab.train.spectral import power_iteration_sigma_max, top_singular_values
 
 

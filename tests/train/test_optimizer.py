@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from jaxlab.optim import registry
+from jaxlab.train import optimizer as registry
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlab.sparse.block_linear import (
+from jaxlab.nn.block_linear import (
     block_sparse_dot,
     check_block_kernel_compatible,
     live_tiles,

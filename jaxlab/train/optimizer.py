@@ -5,7 +5,7 @@ optimizer with one binding, e.g. ``build_optimizer.optimizer = 'muon'``, and eac
 optimizer's own hyperparameters are gin parameters of its factory (``adamw.weight_decay``).
 
 A factory has the signature ``factory(infos, lr, make_lr) -> tx | (tx, diagnostics)``:
-``infos`` is the :func:`jaxlab.optim.partition.describe_params` tree, ``lr`` the schedule
+``infos`` is the :func:`jaxlab.partition.describe_params` tree, ``lr`` the schedule
 of the main group and ``make_lr(peak)`` builds a schedule of the same shape for another
 peak (AdamW groups inside Muon). ``diagnostics(opt_state) -> {name: scalar}`` adds
 optimizer-internal figures to the run's metrics.
@@ -28,9 +28,9 @@ import gin
 import jax
 import optax
 
+from jaxlab import partition
 from jaxlab.optim import averaging as averaging_lib
 from jaxlab.optim import layerwise as layerwise_lib
-from jaxlab.optim import partition
 from jaxlab.optim.muon import muon_factory
 from jaxlab.optim.schedules import make_schedule
 from jaxlab.optim.trasmuon import trasmuon_factory

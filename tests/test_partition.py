@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from jaxlab.nn import ModelConfig, TransformerLM
-from jaxlab.optim.partition import ParamInfo, describe_params, infos_list, label_params
+from jaxlab.partition import ParamInfo, describe_params, infos_list, label_params
 
 
 def by_path(infos):
