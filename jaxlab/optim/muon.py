@@ -28,7 +28,6 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import gin
 import jax
 import jax.numpy as jnp
 import optax
@@ -219,12 +218,17 @@ def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
          ns_impl: str = "xla", ns_chunk: int | str = "auto", eps: float = 1e-7,
          norm_scale: float | None = None, beta: float = 0.95, nesterov: bool = True,
          bias_correction: bool = False,
-         update_scale: str | float = "keller", rms_target: float = 0.2,
-         weight_decay: float = 0.0, adam_learning_rate: optax.ScalarOrSchedule | None = None,
+         update_scale: str | float = "moonlight", rms_target: float = 0.2,
+         weight_decay: float = 0.1, adam_learning_rate: optax.ScalarOrSchedule | None = None,
          adam_b1: float = 0.9, adam_b2: float = 0.95, adam_eps: float = 1e-8,
-         adam_weight_decay: float = 0.0, adam_nesterov: bool = False, wd_mult: Any = None,
+         adam_weight_decay: float = 0.1, adam_nesterov: bool = False, wd_mult: Any = None,
          mu_dtype=None, stack: bool = True, shard: bool = True) -> optax.GradientTransformation:
     """Muon on hidden matrices, AdamW on embeddings, head and vectors (arXiv 2502.16982).
+
+    Defaults are Moonlight's (update RMS 0.2 and weight decay 0.1 on both groups, so an
+    AdamW run's peak lr and decay carry over); Keller Jordan's original form is
+    ``update_scale='keller', weight_decay=0.0, adam_weight_decay=0.0``. The gin name
+    ``muon`` (:mod:`jaxlab.train.optimizer`) is this function with these defaults.
 
     Args:
       learning_rate: lr or schedule of the matrices.
@@ -237,7 +241,7 @@ def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
         stack on GPU/TPU; ``'all'``; or an int), :func:`matrix_stacking.chunk_size`.
       beta, nesterov: momentum. bias_correction: optax.contrib.muon's Adam-style
         correction of the Nesterov mix (off in Keller's and Moonlight's form).
-      update_scale: ``'keller'``, ``'moonlight'`` (``rms_target`` RMS), ``'none'`` or float.
+      update_scale: ``'moonlight'`` (``rms_target`` RMS), ``'keller'``, ``'none'`` or float.
       weight_decay: decoupled decay of the matrices, ``W -= lr wd W``.
       adam_*: the AdamW group (lr defaults to ``learning_rate``); its decay applies to
         embeddings and heads, never to vectors.
@@ -288,26 +292,6 @@ def muon_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
     return {} if state is None else dict(state.stats)
 
 
-@gin.configurable("muon", denylist=["infos", "lr", "make_lr", "wd_mult"])
-def muon_factory(infos, lr, make_lr, weight_decay: float = 0.1, beta: float = 0.95,
-                 nesterov: bool = True, update_scale: str | float = "moonlight",
-                 rms_target: float = 0.2, ns_coeffs="keller", ns_steps: int = 5,
-                 ns_dtype: str = "float32", ns_variant: str = "auto", ns_impl: str = "xla",
-                 ns_chunk: int | str = "auto",
-                 adam_learning_rate: float | None = None, adam_b1: float = 0.9,
-                 adam_b2: float = 0.95, adam_weight_decay: float = 0.1, wd_mult: Any = None):
-    """Registry factory ``'muon'`` (gin name ``muon``): Moonlight defaults (``moonlight``
-    scale, so AdamW's peak lr and weight decay carry over, arXiv 2502.16982); the AdamW
-    group follows the same schedule shape at ``adam_learning_rate`` (None: the main peak)."""
-    adam_lr = lr if adam_learning_rate is None else make_lr(adam_learning_rate)
-    tx = muon(lr, infos, ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_dtype=ns_dtype,
-              ns_variant=ns_variant, ns_impl=ns_impl, ns_chunk=ns_chunk, beta=beta,
-              nesterov=nesterov, update_scale=update_scale, rms_target=rms_target,
-              weight_decay=weight_decay, adam_learning_rate=adam_lr, adam_b1=adam_b1,
-              adam_b2=adam_b2, adam_weight_decay=adam_weight_decay, wd_mult=wd_mult)
-    return tx, muon_diagnostics
-
-
 __all__ = [
     "NS_IMPLS",
     "UPDATE_SCALES",
@@ -320,7 +304,6 @@ __all__ = [
     "momentum_direction",
     "muon",
     "muon_diagnostics",
-    "muon_factory",
     "scale_by_muon",
     "shape_scale",
     "with_adamw_for_the_rest",

@@ -48,7 +48,6 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import gin
 import jax
 import jax.numpy as jnp
 import optax
@@ -259,15 +258,18 @@ def _stats(parts) -> dict[str, jax.Array]:
     return stats
 
 
-def trasmuon(learning_rate: optax.ScalarOrSchedule, infos: Any, *, weight_decay: float = 0.0,
+def trasmuon(learning_rate: optax.ScalarOrSchedule, infos: Any, *, weight_decay: float = 0.1,
              adam_learning_rate: optax.ScalarOrSchedule | None = None, adam_b1: float = 0.9,
-             adam_b2: float = 0.95, adam_eps: float = 1e-8, adam_weight_decay: float = 0.0,
+             adam_b2: float = 0.95, adam_eps: float = 1e-8, adam_weight_decay: float = 0.1,
              wd_mult: Any = None, **kwargs) -> optax.GradientTransformation:
     """TrasMuon (reconstruction of arXiv 2602.13498) on matrices, AdamW on the rest.
 
     ``infos``: :func:`jaxlab.partition.describe_params` tree; ``kwargs`` go to
-    :func:`scale_by_trasmuon` (gate, axes, EMAs, Newton-Schulz settings); ``weight_decay``
-    is the matrices' decoupled decay; ``adam_*`` configure the AdamW group.
+    :func:`scale_by_trasmuon` (gate, axes, EMAs, Newton-Schulz settings, with its
+    defaults); ``weight_decay`` is the matrices' decoupled decay; ``adam_*`` configure the
+    AdamW group. Decay 0.1 on both groups by default, as for :func:`jaxlab.optim.muon`.
+    The gin name ``trasmuon`` (:mod:`jaxlab.train.optimizer`) is this function with these
+    defaults.
     """
     matrix_tx = optax.chain(scale_by_trasmuon(infos, **kwargs),
                             decoupled_weight_decay(weight_decay, infos, (MATRIX,), wd_mult),
@@ -285,31 +287,6 @@ def trasmuon_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
     return {} if state is None else dict(state.stats)
 
 
-@gin.configurable("trasmuon", denylist=["infos", "lr", "make_lr", "wd_mult"])
-def trasmuon_factory(infos, lr, make_lr, weight_decay: float = 0.1, b1: float = 0.95,
-                     b2: float = 0.95, b_energy: float = 0.95, nesterov: bool = False,
-                     alpha: float = 1.0, c_min: float = 0.1, tau: float = 1.0,
-                     gate: str = "soft", v_axis: str = "fan_out", energy_axis: str = "fan_in",
-                     energy_bias_correction: bool = True,
-                     c_ema: float | None = None, update_scale: str | float = "moonlight",
-                     rms_target: float = 0.2, ns_coeffs="keller", ns_steps: int = 5,
-                     ns_dtype: str = "float32", ns_chunk: int | str = "auto",
-                     adam_learning_rate: float | None = None, adam_b1: float = 0.9,
-                     adam_b2: float = 0.95, adam_weight_decay: float = 0.1, wd_mult: Any = None):
-    """Registry factory ``'trasmuon'`` (gin name ``trasmuon``): the reconstruction's
-    defaults (module docstring); ``moonlight`` scale 0.2 before the trust region."""
-    adam_lr = lr if adam_learning_rate is None else make_lr(adam_learning_rate)
-    tx = trasmuon(lr, infos, weight_decay=weight_decay, adam_learning_rate=adam_lr,
-                  adam_b1=adam_b1, adam_b2=adam_b2, adam_weight_decay=adam_weight_decay,
-                  wd_mult=wd_mult, b1=b1, b2=b2, b_energy=b_energy, nesterov=nesterov,
-                  alpha=alpha, c_min=c_min, tau=tau, gate=gate, v_axis=v_axis,
-                  energy_axis=energy_axis, energy_bias_correction=energy_bias_correction,
-                  c_ema=c_ema, update_scale=update_scale, rms_target=rms_target,
-                  ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_dtype=ns_dtype,
-                  ns_chunk=ns_chunk)
-    return tx, trasmuon_diagnostics
-
-
 __all__ = [
     "AXES",
     "CLIP_EDGES",
@@ -321,5 +298,4 @@ __all__ = [
     "scale_by_trasmuon",
     "trasmuon",
     "trasmuon_diagnostics",
-    "trasmuon_factory",
 ]

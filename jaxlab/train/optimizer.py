@@ -2,7 +2,22 @@
 
 ``build_optimizer(params, total_steps)`` is what the training loop calls. Gin picks the
 optimizer with one binding, e.g. ``build_optimizer.optimizer = 'muon'``, and each
-optimizer's own hyperparameters are gin parameters of its factory (``adamw.weight_decay``).
+optimizer's own hyperparameters are gin parameters under its registry name
+(``adamw.weight_decay``, ``muon.update_scale``).
+
+A new optimizer is one file that registers itself::
+
+    from jaxlab.train.optimizer import register
+
+    @register("sign_descent")
+    def sign_descent(infos, lr, make_lr, momentum: float = 0.9):
+        return optax.chain(optax.trace(momentum), optax.scale_by_sign(),
+                           optax.scale_by_learning_rate(lr))
+
+and is picked with ``--gin_bindings "import my_module"`` and
+``--gin_bindings "build_optimizer.optimizer = 'sign_descent'"``. The library optimizers
+are registered from their Python functions (:func:`from_library`), so the gin name
+``muon`` is exactly :func:`jaxlab.optim.muon` with the same defaults.
 
 A factory has the signature ``factory(infos, lr, make_lr) -> tx | (tx, diagnostics)``:
 ``infos`` is the :func:`jaxlab.partition.describe_params` tree, ``lr`` the schedule
@@ -31,25 +46,72 @@ import optax
 from jaxlab import partition
 from jaxlab.optim import averaging as averaging_lib
 from jaxlab.optim import layerwise as layerwise_lib
-from jaxlab.optim.muon import muon_factory
+from jaxlab.optim.muon import make_ns_fn, muon, muon_diagnostics
 from jaxlab.optim.schedules import make_schedule
-from jaxlab.optim.trasmuon import trasmuon_factory
+from jaxlab.optim.trasmuon import scale_by_trasmuon, trasmuon, trasmuon_diagnostics
 from jaxlab.sparse.training import maybe_prune
 
 Factory = Callable[..., Any]
 OPTIMIZERS: dict[str, Factory] = {}
+# Arguments the registry passes; every other parameter of a factory is a hyperparameter.
+FACTORY_ARGS = ("infos", "lr", "make_lr", "wd_mult")
 
 
 def register(name: str):
-    """Decorator: adds an optimizer factory to the registry under ``name``."""
+    """Decorator: adds ``factory(infos, lr, make_lr, **hyperparameters)`` to the registry
+    under ``name`` and makes its hyperparameters the gin parameters ``name.<param>``."""
 
     def deco(fn: Factory) -> Factory:
         if name in OPTIMIZERS:
-            raise ValueError(f"optimizer {name!r} registered twice")
-        OPTIMIZERS[name] = fn
+            raise ValueError(f"optimizer {name!r} registered twice; registered: "
+                             f"{sorted(OPTIMIZERS)}")
+        params = inspect.signature(fn).parameters
+        missing = [a for a in FACTORY_ARGS[:3] if a not in params]
+        if missing:
+            raise TypeError(f"optimizer factory {name!r} must take {FACTORY_ARGS[:3]} first; "
+                            f"missing {missing}")
+        OPTIMIZERS[name] = gin.external_configurable(
+            fn, name, denylist=[a for a in FACTORY_ARGS if a in params])
         return fn
 
     return deco
+
+
+def from_library(fn: Callable[..., optax.GradientTransformation],
+                 diagnostics: Callable[[Any], dict] | None = None,
+                 also: tuple[Callable, ...] = ()) -> Factory:
+    """The registry factory of ``fn(learning_rate, infos, **kw)`` (e.g. :func:`muon`).
+
+    Its hyperparameters and their defaults are ``fn``'s keyword parameters (and those of
+    the functions in ``also`` that ``fn`` forwards ``**kwargs`` to), read off the
+    signatures, so a gin binding and a Python call build the same optimizer. A float
+    ``adam_learning_rate`` is a peak on the main schedule's shape (None: the main one).
+    """
+    keyword, seen = [], set(FACTORY_ARGS)
+    for f in (fn, *also):
+        for p in inspect.signature(f).parameters.values():
+            if p.name in seen or p.default is inspect.Parameter.empty \
+                    or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name == "interpret":
+                continue
+            seen.add(p.name)
+            keyword.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    names = {p.name for p in keyword}
+
+    def factory(infos, lr, make_lr, wd_mult=None, **hparams):
+        if "adam_learning_rate" in names:
+            peak = hparams.pop("adam_learning_rate", None)
+            hparams["adam_learning_rate"] = lr if peak is None else make_lr(peak)
+        tx = fn(lr, infos, wd_mult=wd_mult, **hparams)
+        return tx if diagnostics is None else (tx, diagnostics)
+
+    pos = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    factory.__signature__ = inspect.Signature(
+        [inspect.Parameter(a, pos) for a in FACTORY_ARGS[:3]]
+        + [inspect.Parameter("wd_mult", pos, default=None)] + keyword)
+    factory.__name__ = factory.__qualname__ = fn.__name__
+    factory.__module__ = fn.__module__
+    factory.__doc__ = f"Registry factory of :func:`{fn.__module__}.{fn.__name__}`."
+    return factory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +144,7 @@ def decay_mask(infos: Any) -> Any:
                         is_leaf=lambda x: isinstance(x, partition.ParamInfo))
 
 
-@gin.configurable(denylist=["infos", "lr", "make_lr", "wd_mult"])
+@register("adamw")
 def adamw(infos, lr, make_lr, weight_decay: float = 0.1, b1: float = 0.9, b2: float = 0.95,
           eps: float = 1e-8, wd_mult: Any = None):
     """AdamW (arXiv 1711.05101) as in optax: ``W <- W - lr_t (adam + wd W)``; no decay on
@@ -99,9 +161,9 @@ def adamw(infos, lr, make_lr, weight_decay: float = 0.1, b1: float = 0.9, b2: fl
                        optax.scale_by_learning_rate(lr))
 
 
-register("adamw")(adamw)
-register("muon")(muon_factory)
-register("trasmuon")(trasmuon_factory)
+register("muon")(from_library(muon, muon_diagnostics))
+register("trasmuon")(from_library(trasmuon, trasmuon_diagnostics,
+                                  also=(scale_by_trasmuon, make_ns_fn)))
 
 
 @gin.configurable(denylist=["params", "total_steps"])

@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 from jaxlab.nn import ModelConfig, TransformerLM
-from jaxlab.optim import averaging, registry
+from jaxlab.optim import averaging
+from jaxlab.train import optimizer as registry
 
 
 def run(tx, steps, p0=1.0):

@@ -85,7 +85,7 @@ def test_first_step_is_lr_scale_ns_of_the_gradient():
     the multiple, so the matrix update is -lr * scale * NS(G), matrix by matrix."""
     params, infos = model_tree()
     g = random_like(params, 7)
-    tx = muon(0.05, infos, update_scale="keller")
+    tx = muon(0.05, infos, update_scale="keller", weight_decay=0.0)
     u, _ = tx.update(g, tx.init(params), params)
     for info, ui, gi in zip(infos_list(infos), jax.tree.leaves(u), jax.tree.leaves(g)):
         if info.label != MATRIX:

@@ -236,7 +236,7 @@ def test_registry_build_and_diagnostics():
 def test_non_matrix_leaves_go_to_adamw():
     params = {"embed": {"embedding": jnp.ones((32, 8))}, "blocks": {"w": jnp.ones((2, 8, 16))}}
     infos = describe_params(params)
-    tx = trasmuon(0.1, infos)
+    tx = trasmuon(0.1, infos, adam_weight_decay=0.0)
     g = jax.tree.map(lambda x: jnp.full(x.shape, 0.5), params)
     u, _ = tx.update(g, tx.init(params), params)
     # Adam's first step is -lr * sign(g) (bias-corrected moments)
