@@ -18,7 +18,6 @@ Averages are kept in float32 whatever the parameter dtype and cast back when rea
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import gin
@@ -143,26 +142,20 @@ def averaged_params(opt_state: Any, params: Any) -> Any:
 AVERAGING = ("ema", "swa")
 
 
-@gin.configurable(denylist=["tx", "kind", "diagnostics"])
+@gin.configurable(denylist=["tx", "kind"])
 def weight_averaging(tx: optax.GradientTransformation, kind: str | None,
-                     diagnostics: Callable | None = None, ema_decay: float = 0.999,
-                     swa_horizon: int = 500, swa_interval: int = 5):
+                     ema_decay: float = 0.999, swa_horizon: int = 500, swa_interval: int = 5):
     """Wraps ``tx`` for ``build_optimizer.averaging = kind``.
 
-    Returns ``(tx, diagnostics, eval_params)``: ``diagnostics`` re-pointed at the inner
-    state, ``eval_params(params, opt_state)`` reads the average (None when ``kind`` is
-    None, which returns ``tx`` unchanged).
+    Returns ``(tx, eval_params)``: ``eval_params(params, opt_state)`` reads the average
+    (None when ``kind`` is None, which returns ``tx`` unchanged).
     """
     if kind is None:
-        return tx, diagnostics, None
+        return tx, None
     if kind == "ema":
         wrapped = ema(tx, ema_decay)
     elif kind == "swa":
         wrapped = swa(tx, swa_horizon, swa_interval)
     else:
         raise ValueError(f"unknown weight averaging {kind!r}; valid: {AVERAGING} or None")
-    inner_diagnostics = diagnostics
-    if inner_diagnostics is not None:
-        def diagnostics(state):
-            return inner_diagnostics(state.inner)
-    return wrapped, diagnostics, lambda params, opt_state: averaged_params(opt_state, params)
+    return wrapped, lambda params, opt_state: averaged_params(opt_state, params)

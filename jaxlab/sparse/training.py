@@ -29,6 +29,7 @@ import jax
 import optax
 
 from jaxlab import partition
+from jaxlab.diagnostics import with_stats
 from jaxlab.nn.block_linear import block_kernel_problem, check_block_kernel_compatible
 from jaxlab.sparse.accounting import compute_fractions_to_steps, sparsity_diagnostics
 from jaxlab.sparse.adams import adams
@@ -125,7 +126,7 @@ class SparsityConfig:
 
 def build_sparse_tx(tx: optax.GradientTransformation, infos: Any, total_steps: int,
                     cfg: SparsityConfig) -> tuple[optax.GradientTransformation, Callable]:
-    """``(wrapped tx, diagnostics(state))`` for an enabled config."""
+    """``(wrapped tx, stats(state) -> {"sparse/...": scalar})`` for an enabled config."""
     s = cfg.sparsity()
     structure = "nm" if cfg.nm else cfg.structure
     kind = "oneshot" if structure == "nm" else cfg.schedule
@@ -152,31 +153,21 @@ def build_sparse_tx(tx: optax.GradientTransformation, infos: Any, total_steps: i
 
 
 def maybe_prune(tx: optax.GradientTransformation, infos: Any, total_steps: int,
-                diagnostics: Callable | None = None, config: SparsityConfig | None = None):
-    """The identity unless gin enables sparsity; else the wrapped ``tx`` and diagnostics.
+                config: SparsityConfig | None = None) -> optax.GradientTransformation:
+    """The identity unless gin enables sparsity; else ``tx`` wrapped for sparse training,
+    its state carrying the ``sparse/*`` figures as ``stats`` (:mod:`jaxlab.diagnostics`).
 
     Args:
       tx: the full optimizer (after clipping).
       infos: ParamInfo tree.
       total_steps: run length (schedules in compute or fractions).
-      diagnostics: the optimizer's own ``diagnostics(opt_state)``, or None; it is called
-        on the inner state and merged with the sparse figures.
       config: explicit config (default: from gin).
-
-    Returns:
-      ``(tx, diagnostics or None)``.
     """
     cfg = config if config is not None else SparsityConfig()
     if not cfg.enabled:
-        return tx, diagnostics
-    tx, sparse_diag = build_sparse_tx(tx, infos, total_steps, cfg)
-
-    def merged(state) -> dict:
-        out = dict(diagnostics(state.inner_state)) if diagnostics is not None else {}
-        out.update(sparse_diag(state))
-        return out
-
-    return tx, merged
+        return tx
+    sparse_tx, sparse_stats = build_sparse_tx(tx, infos, total_steps, cfg)
+    return with_stats(sparse_tx, sparse_stats)
 
 
 def block_kernel_size(mesh_devices: int, config: SparsityConfig | None = None) -> int | None:

@@ -19,11 +19,11 @@ and is picked with ``--gin_bindings "import my_module"`` and
 are registered from their Python functions (:func:`from_library`), so the gin name
 ``muon`` is exactly :func:`jaxlab.optim.muon` with the same defaults.
 
-A factory has the signature ``factory(infos, lr, make_lr) -> tx | (tx, diagnostics)``:
+A factory has the signature ``factory(infos, lr, make_lr, **hyperparameters) -> tx``:
 ``infos`` is the :func:`jaxlab.partition.describe_params` tree, ``lr`` the schedule
 of the main group and ``make_lr(peak)`` builds a schedule of the same shape for another
-peak (AdamW groups inside Muon). ``diagnostics(opt_state) -> {name: scalar}`` adds
-optimizer-internal figures to the run's metrics.
+peak (AdamW groups inside Muon). Optimizer-internal figures reach the run's metrics as
+``stats`` fields of the state (:mod:`jaxlab.diagnostics`), wherever they sit.
 
 Layerwise width scaling (``build_optimizer.layerwise = True``, arXiv 2510.15262): the
 factory is called with a keyword ``wd_mult``, a tree of per-leaf weight-decay multipliers
@@ -46,9 +46,9 @@ import optax
 from jaxlab import partition
 from jaxlab.optim import averaging as averaging_lib
 from jaxlab.optim import layerwise as layerwise_lib
-from jaxlab.optim.muon import make_ns_fn, muon, muon_diagnostics
+from jaxlab.optim.muon import make_ns_fn, muon
 from jaxlab.optim.schedules import make_schedule
-from jaxlab.optim.trasmuon import scale_by_trasmuon, trasmuon, trasmuon_diagnostics
+from jaxlab.optim.trasmuon import scale_by_trasmuon, trasmuon
 from jaxlab.sparse.training import maybe_prune
 
 Factory = Callable[..., Any]
@@ -78,7 +78,6 @@ def register(name: str):
 
 
 def from_library(fn: Callable[..., optax.GradientTransformation],
-                 diagnostics: Callable[[Any], dict] | None = None,
                  also: tuple[Callable, ...] = ()) -> Factory:
     """The registry factory of ``fn(learning_rate, infos, **kw)`` (e.g. :func:`muon`).
 
@@ -101,8 +100,7 @@ def from_library(fn: Callable[..., optax.GradientTransformation],
         if "adam_learning_rate" in names:
             peak = hparams.pop("adam_learning_rate", None)
             hparams["adam_learning_rate"] = lr if peak is None else make_lr(peak)
-        tx = fn(lr, infos, wd_mult=wd_mult, **hparams)
-        return tx if diagnostics is None else (tx, diagnostics)
+        return fn(lr, infos, wd_mult=wd_mult, **hparams)
 
     pos = inspect.Parameter.POSITIONAL_OR_KEYWORD
     factory.__signature__ = inspect.Signature(
@@ -123,7 +121,6 @@ class Optimizer:
       lr: schedule of the main group's learning rate (logged).
       infos: ParamInfo tree of the parameters.
       name: registry name.
-      diagnostics: ``opt_state -> {name: scalar}`` or None.
       eval_params: ``(params, opt_state) -> params`` to evaluate besides the raw params
         (weight averaging), or None.
     """
@@ -134,7 +131,6 @@ class Optimizer:
     name: str
     peak_lr: float
     weight_decay: float | None = None
-    diagnostics: Callable[[Any], dict[str, jax.Array]] | None = None
     eval_params: Callable[[Any, Any], Any] | None = None
 
 
@@ -161,9 +157,8 @@ def adamw(infos, lr, make_lr, weight_decay: float = 0.1, b1: float = 0.9, b2: fl
                        optax.scale_by_learning_rate(lr))
 
 
-register("muon")(from_library(muon, muon_diagnostics))
-register("trasmuon")(from_library(trasmuon, trasmuon_diagnostics,
-                                  also=(scale_by_trasmuon, make_ns_fn)))
+register("muon")(from_library(muon))
+register("trasmuon")(from_library(trasmuon, also=(scale_by_trasmuon, make_ns_fn)))
 
 
 @gin.configurable(denylist=["params", "total_steps"])
@@ -200,26 +195,19 @@ def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
             raise ValueError(f"optimizer {optimizer!r} does not support layerwise rules: its "
                              f"factory has no `wd_mult` argument (per-leaf weight decay)")
         extra["wd_mult"] = scales.wd
-    out = factory(infos, lr, make_lr, **extra)
-    # A GradientTransformation is itself a NamedTuple: test for it before unpacking.
-    tx, diagnostics = (out, None) if hasattr(out, "update") else out
+    tx = factory(infos, lr, make_lr, **extra)
+    if not isinstance(tx, optax.GradientTransformation):
+        raise TypeError(f"optimizer factory {optimizer!r} returned {type(tx).__name__}; it "
+                        "must return an optax.GradientTransformation (figures to log go in "
+                        "its state's `stats`, see jaxlab.diagnostics)")
     if layerwise:
         tx = optax.chain(tx, layerwise_lib.scale_by_leaf(scales.lr))
-        diagnostics = _on_chain_member(diagnostics, 0)
     if clip_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
-        diagnostics = _on_chain_member(diagnostics, 1)
     # Sparse training (gin `sparsity.*`): wraps the whole chain, so clipping sees masked
     # gradients; the identity unless a sparsity is bound.
-    tx, diagnostics = maybe_prune(tx, infos, total_steps, diagnostics)
+    tx = maybe_prune(tx, infos, total_steps)
     # Outermost, so the average is of the parameters the run actually has.
-    tx, diagnostics, eval_params = averaging_lib.weight_averaging(tx, averaging, diagnostics)
+    tx, eval_params = averaging_lib.weight_averaging(tx, averaging)
     return Optimizer(tx=tx, lr=lr, infos=infos, name=optimizer, peak_lr=learning_rate,
-                     diagnostics=diagnostics, eval_params=eval_params)
-
-
-def _on_chain_member(diagnostics, index: int):
-    """``diagnostics`` of a transform that now sits at ``index`` of an ``optax.chain``."""
-    if diagnostics is None:
-        return None
-    return lambda state: diagnostics(state[index])
+                     eval_params=eval_params)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxlab.diagnostics import collect_stats
 from jaxlab.partition import infos_list
 from jaxlab.sharding import batch_sharding
 from jaxlab.tasks import Task
@@ -44,8 +45,7 @@ def make_train_step(graphdef: Any, opt: Optimizer, task: Task) -> Callable:
                    "lr": opt.lr(step)}
         for label, v in rms_by_label(updates, opt.infos).items():
             metrics[f"update_rms/{label}"] = v
-        if opt.diagnostics is not None:
-            metrics.update(opt.diagnostics(opt_state))
+        metrics.update(collect_stats(opt_state))
         return params, opt_state, step + 1, metrics
 
     return train_step

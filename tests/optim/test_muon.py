@@ -7,6 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
+from jaxlab.diagnostics import collect_stats
 from jaxlab.nn import ModelConfig, TransformerLM
 from jaxlab.optim.muon import muon, muon_diagnostics, shape_scale
 from jaxlab.optim.newton_schulz import newton_schulz
@@ -214,7 +215,7 @@ def test_nnx_state_through_build_optimizer_with_diagnostics():
                                                                             tokens[:, 1:]))
         g = jax.grad(loss)(params)
         u, state = opt.tx.update(g, state, params)
-        return optax.apply_updates(params, u), state, opt.diagnostics(state)
+        return optax.apply_updates(params, u), state, collect_stats(state)
 
     tokens = jax.random.randint(jax.random.key(0), (2, 9), 0, CFG.vocab_size)
     for _ in range(2):

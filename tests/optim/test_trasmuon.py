@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxlab.diagnostics import collect_stats
 from jaxlab.optim.newton_schulz import newton_schulz
 from jaxlab.optim.trasmuon import clip_factor, scale_by_trasmuon, trasmuon
 from jaxlab.partition import describe_params
@@ -226,7 +227,7 @@ def test_registry_build_and_diagnostics():
     for t in range(2):
         g = jax.tree.map(lambda x, k=t: jax.random.normal(jax.random.key(k), x.shape), params)
         _, state = update(g, state, params)
-    d = jax.jit(opt.diagnostics)(state)
+    d = jax.jit(collect_stats)(state)
     for key in ("ratio_max", "ratio_mean", "clip_min", "clip_mean", "v_mean", "update_norm",
                 "momentum_norm"):
         assert np.isfinite(float(d[f"trasmuon/{key}"])), key

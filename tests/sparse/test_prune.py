@@ -8,6 +8,7 @@ import optax
 import pytest
 from flax import nnx
 
+from jaxlab.diagnostics import WithStats, collect_stats
 from jaxlab.nn import ModelConfig, TransformerLM, cross_entropy
 from jaxlab.partition import ParamInfo, describe_params
 from jaxlab.sparse import (
@@ -83,6 +84,11 @@ def param_trees(tree, params):
     return found
 
 
+def _pruner(state):
+    """The prune wrapper's state (``maybe_prune`` adds a ``WithStats`` around it)."""
+    return state.inner if isinstance(state, WithStats) else state
+
+
 def run_and_check(tx, params, loss, plans, steps=6, event=2):
     state = tx.init(params)
 
@@ -96,16 +102,16 @@ def run_and_check(tx, params, loss, plans, steps=6, event=2):
     for t in range(steps):
         p, state = step(p, state)
         leaves = jax.tree.leaves(p)
-        for plan, mask in zip(plans, state.masks):
+        for plan, mask in zip(plans, _pruner(state).masks):
             w = np.asarray(leaves[plan.index])
             if t >= event:
                 assert not np.asarray(mask).all()
                 assert np.all(w[~np.asarray(mask)] == 0.0), (t, plan.info.path)
                 assert (w[np.asarray(mask)] != 0).mean() > 0.99
-    moments = param_trees(state.inner_state, params)
+    moments = param_trees(_pruner(state).inner_state, params)
     assert moments, "no moments found in the inner state"
     for items in moments:
-        for plan, mask in zip(plans, state.masks):
+        for plan, mask in zip(plans, _pruner(state).masks):
             v = items[plan.index]
             if jax.tree.leaves(v):
                 assert np.all(np.asarray(v)[~np.asarray(mask)] == 0.0), plan.info.path
@@ -157,8 +163,8 @@ def test_jaxlab_muon_exact_zeros():
     params, loss = tiny_model()
     opt = build_optimizer(params, 10, optimizer="muon")
     infos = describe_params(params)
-    tx, _ = maybe_prune(opt.tx, infos, 10, None,
-                        SparsityConfig(target=0.5, schedule="oneshot", start=2, unit="step"))
+    tx = maybe_prune(opt.tx, infos, 10,
+                     SparsityConfig(target=0.5, schedule="oneshot", start=2, unit="step"))
     run_and_check(tx, params, loss, plan_leaves(infos, SPEC))
 
 
@@ -174,13 +180,13 @@ def test_gin_config_through_build_optimizer_and_diagnostics():
     finally:
         gin.clear_config()
     state = opt.tx.init(params)
-    assert isinstance(state, PruneState)
+    assert isinstance(state, WithStats) and isinstance(state.inner, PruneState)
     p = params
     update, grad = jax.jit(opt.tx.update), grad_fn(loss)
     for _ in range(10):
         u, state = update(grad(p), state, p)
         p = optax.apply_updates(p, u)
-    d = opt.diagnostics(state)
+    d = collect_stats(state)
     n_matrix = sum(x.size for x, i in zip(jax.tree.leaves(params), jax.tree.leaves(
         opt.infos, is_leaf=lambda i: isinstance(i, ParamInfo))) if i.label == "matrix")
     total = sum(x.size for x in jax.tree.leaves(params))
@@ -194,7 +200,7 @@ def test_gin_config_through_build_optimizer_and_diagnostics():
 
 def test_identity_without_bindings():
     tx = optax.sgd(0.1)
-    assert maybe_prune(tx, None, 10) == (tx, None)
+    assert maybe_prune(tx, None, 10) is tx
 
 
 def nm_info(shape, batch_ndim, fan_in_ndim):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import gin
 import jax
@@ -14,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxlab.diagnostics import collect_stats, with_stats
 from jaxlab.optim.muon import muon
 from jaxlab.optim.trasmuon import trasmuon
 from jaxlab.partition import describe_params
@@ -21,9 +23,9 @@ from jaxlab.train import optimizer as registry
 
 
 def _counting(infos, lr, make_lr, wd_mult=None):
-    """A factory whose diagnostics read its own state (the step count)."""
+    """A factory whose state reports its own step count as a `stats` figure."""
     tx = optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(lr))
-    return tx, lambda state: {"count": state[0].count}
+    return with_stats(tx, lambda state: {"count": state[0].count})
 
 
 registry.register("_counting")(_counting)  # once per process: gin keeps its configurables
@@ -36,15 +38,44 @@ def counting_optimizer():
 
 @pytest.mark.parametrize("clip_norm", [None, 1.0])
 @pytest.mark.parametrize("layerwise", [False, True])
-def test_diagnostics_see_the_factory_state_through_wrappers(counting_optimizer, clip_norm,
-                                                             layerwise):
+@pytest.mark.parametrize("averaging", [None, "ema"])
+def test_stats_are_found_through_every_wrapper(counting_optimizer, clip_norm, layerwise,
+                                               averaging):
+    """The factory's `stats` reach the metrics whatever wraps it: clipping, layerwise
+    scaling, weight averaging and sparse training (whose own figures join them)."""
     params = {"blocks": {"w": jnp.ones((2, 8, 8))}, "norm": jnp.ones(8)}
-    opt = registry.build_optimizer(params, 10, optimizer=counting_optimizer,
-                                   clip_norm=clip_norm, layerwise=layerwise)
+    gin.parse_config("sparsity.target = 0.5")
+    try:
+        opt = registry.build_optimizer(params, 10, optimizer=counting_optimizer,
+                                       clip_norm=clip_norm, layerwise=layerwise,
+                                       averaging=averaging)
+    finally:
+        gin.clear_config()
     state = opt.tx.init(params)
     for _ in range(3):
         _, state = opt.tx.update(params, state, params)
-    assert int(opt.diagnostics(state)["count"]) == 3
+    stats = collect_stats(state)
+    assert int(stats["count"]) == 3
+    assert float(stats["sparse/target_sparsity"]) == 0.5
+
+
+def test_collect_stats_walks_chains_partitions_and_dicts():
+    class S(NamedTuple):
+        inner: object
+        stats: dict
+
+    state = (optax.EmptyState(), {"a": [S(S(None, {"x": 1, "y": 2}), {"x": 0})]})
+    assert collect_stats(state) == {"x": 0, "y": 2}   # the outer figure wins
+    assert collect_stats((optax.EmptyState(),)) == {}
+
+
+def test_a_factory_must_return_a_transformation():
+    registry.OPTIMIZERS["_pair"] = lambda infos, lr, make_lr: (optax.sgd(lr), None)
+    try:
+        with pytest.raises(TypeError, match="returned tuple; it must return an optax"):
+            registry.build_optimizer({"w": jnp.ones((2, 2))}, 10, optimizer="_pair")
+    finally:
+        del registry.OPTIMIZERS["_pair"]
 
 
 def test_unknown_optimizer_is_a_clear_error():
