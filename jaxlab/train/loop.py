@@ -52,6 +52,113 @@ def _write_json(path: Path, obj: dict) -> None:
     tmp.replace(path)
 
 
+@dataclasses.dataclass(frozen=True)
+class Due:
+    """What finishing a step triggers."""
+
+    evaluate: bool
+    save: bool
+    spectral: bool
+
+
+def due(done: int, cfg: TrainConfig) -> Due:
+    """What step ``done`` (steps finished, 1-based) triggers: validation every
+    ``eval_every`` steps, a checkpoint every ``checkpoint_every``, both at the last step;
+    spectral norms every ``spectral_every`` (0 turns each off)."""
+    last = done == cfg.steps
+    every = lambda n: bool(n) and done % n == 0  # noqa: E731
+    return Due(evaluate=last or every(cfg.eval_every),
+               save=last or every(cfg.checkpoint_every),
+               spectral=every(cfg.spectral_every))
+
+
+class PendingMetrics:
+    """Step N's metrics, left on the device until step N+1 is dispatched, so reading them
+    (a device-to-host copy) never leaves the device idle."""
+
+    def __init__(self):
+        self._item: tuple[int, dict] | None = None
+
+    def hold(self, done: int, metrics: dict) -> None:
+        self._item = (done, metrics)
+
+    def take(self) -> tuple[int, dict] | None:
+        item, self._item = self._item, None
+        return item
+
+
+class _MetricLog:
+    """Reads finished steps' metrics on the host: the divergence check, the windowed train
+    loss, the accumulators a resumed run continues, ``metrics.jsonl`` and the bar."""
+
+    def __init__(self, cfg: TrainConfig, tokens_per_step: int, acc: _Accumulators,
+                 writer: MetricWriter | None, bar, t0: float):
+        self.cfg, self.tokens_per_step, self.acc = cfg, tokens_per_step, acc
+        self.writer, self.bar, self.t0 = writer, bar, t0
+        self.prior_wall = acc.wall_time_s
+        window = max(1, min(FINAL_LOSS_WINDOW, cfg.steps // 20))
+        self.recent = collections.deque(acc.recent_losses, maxlen=window)
+        self.last_done: int | None = None
+        self.diverged_step: int | None = None
+        self._t_log, self._tokens_log = time.perf_counter(), 0
+
+    def wall_time(self) -> float:
+        """Seconds of training over every session of this run."""
+        return self.prior_wall + time.perf_counter() - self.t0
+
+    def read_pending(self, pending: PendingMetrics) -> bool:
+        """Reads the held step, if any; False when its loss is not finite."""
+        item = pending.take()
+        if item is None or self.read(*item, {}):
+            return True
+        self.diverged_step = item[0]
+        return False
+
+    def read(self, done: int, metrics: dict, extra: dict) -> bool:
+        """Reads step ``done``'s metrics and logs them; False when the loss is not finite."""
+        cfg, acc = self.cfg, self.acc
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        loss = m["loss"]
+        if not math.isfinite(loss):
+            if self.writer:
+                self.writer.write(done, {"loss": loss, "diverged": 1.0})
+            return False
+        self.recent.append(loss)
+        acc.window_losses.append(loss)
+        if "sparse/nonzero_non_embedding" in m:
+            acc.nonzero_sum += m["sparse/nonzero_non_embedding"]
+            acc.nonzero_steps += 1
+        self._tokens_log += self.tokens_per_step
+        if done % cfg.log_every == 0 or done == cfg.steps or extra:
+            now = time.perf_counter()
+            record = {"tokens": done * self.tokens_per_step,
+                      "train_loss": float(np.mean(acc.window_losses)),
+                      "tokens_per_sec": self._tokens_log / max(now - self._t_log, 1e-9),
+                      **m, **extra}
+            if self.writer:
+                self.writer.write(done, record)
+            self.bar.set_postfix(loss=f"{record['train_loss']:.3f}",
+                                 tok_s=f"{record['tokens_per_sec']:.3g}", refresh=False)
+            acc.window_losses.clear()
+            self._t_log, self._tokens_log = now, 0
+        return True
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """How the steps ended: status, last step and the last validation figures."""
+
+    status: str = "done"
+    step: int | None = None
+    diverged_step: int | None = None
+    val: dict = dataclasses.field(default_factory=dict)
+    val_avg: float | None = None
+
+    def diverged(self, step: int | None) -> _Outcome:
+        self.status, self.step, self.diverged_step = "diverged", step, step
+        return self
+
+
 class Run:
     """One training run of ``task`` in ``workdir`` (see :func:`train`); after :meth:`run`,
     ``final_state`` holds the last ``{"params", "opt_state"}`` (sharded on ``mesh``)."""
@@ -97,6 +204,9 @@ class Run:
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict:
+        """Trains from the last checkpoint (or from scratch) to ``cfg.steps``; returns the
+        summary. Status ``done``, ``diverged`` (a non-finite loss; never checkpointed),
+        ``failed`` or ``interrupted`` (re-raised after the summary is written)."""
         cfg = self.cfg
         t0 = time.perf_counter()
         ckpt = Checkpointer(self.workdir / "checkpoints", cfg.keep_checkpoints, cfg.async_checkpoint)
@@ -104,115 +214,82 @@ class Run:
                                           jax.process_count()))
         state, acc, resume = self._restore_or_init(ckpt, it)
         start = int(state["step"])
-        prior_wall = acc.wall_time_s
         writer = MetricWriter(self.workdir, resume_step=resume) if self.is_writer else None
-        step_fn = jit_train_step(self.mdef, self.opt, self.mesh, self.task)
-        eval_fn = jax.jit(make_eval_step(self.mdef.graphdef, self.task))
-        val_batches = [shard_batch(b, batch_sharding(self.mesh)) for b in
-                       self.task.eval_batches(cfg.batch_size, cfg.eval_batches)]
-        spectral = self._spectral_fn()
-        bsh = batch_sharding(self.mesh)
-        window = max(1, min(FINAL_LOSS_WINDOW, cfg.steps // 20))
-        recent = collections.deque(acc.recent_losses, maxlen=window)
-        params, opt_state, step_arr = state["params"], state["opt_state"], state["step"]
-        del state
-        self._write_summary("running", start, recent, acc, prior_wall, t0)
-
-        status, diverged_step, last_val, last_val_avg = "done", None, {}, None
-        pending: tuple[int, dict] | None = None
-        last_done = start
-        t_log, tokens_log = time.perf_counter(), 0
         bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and self.is_writer),
                    desc=self.workdir.name, unit="step", mininterval=2.0, dynamic_ncols=True)
-
-        def consume(done: int, metrics: dict, extra: dict) -> bool:
-            """Reads step ``done``'s metrics; logs them; False when the loss is not finite."""
-            nonlocal t_log, tokens_log
-            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            loss = m["loss"]
-            if not math.isfinite(loss):
-                if writer:
-                    writer.write(done, {"loss": loss, "diverged": 1.0})
-                return False
-            recent.append(loss)
-            acc.window_losses.append(loss)
-            if "sparse/nonzero_non_embedding" in m:
-                acc.nonzero_sum += m["sparse/nonzero_non_embedding"]
-                acc.nonzero_steps += 1
-            tokens_log += self.tokens_per_step
-            if done % cfg.log_every == 0 or done == cfg.steps or extra:
-                now = time.perf_counter()
-                record = {"tokens": done * self.tokens_per_step,
-                          "train_loss": float(np.mean(acc.window_losses)),
-                          "tokens_per_sec": tokens_log / max(now - t_log, 1e-9),
-                          **m, **extra}
-                if writer:
-                    writer.write(done, record)
-                bar.set_postfix(loss=f"{record['train_loss']:.3f}",
-                                tok_s=f"{record['tokens_per_sec']:.3g}", refresh=False)
-                acc.window_losses.clear()
-                t_log, tokens_log = now, 0
-            return True
-
+        log = _MetricLog(cfg, self.tokens_per_step, acc, writer, bar, t0)
+        log.last_done = start
+        self._write_summary("running", start, log)
         try:
-            for step in range(start, cfg.steps):
-                batch = shard_batch(next(it), bsh)
-                params, opt_state, step_arr, metrics = step_fn(params, opt_state, step_arr, batch)
-                if pending is not None and not consume(*pending, {}):
-                    status, diverged_step = "diverged", pending[0]
-                    pending = None
-                    break
-                done = last_done = step + 1
-                bar.update(1)
-                is_last = done == cfg.steps
-                evaluate = is_last or (cfg.eval_every and done % cfg.eval_every == 0)
-                save = is_last or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
-                extra = {}
-                if evaluate:
-                    last_val = self._evaluate(eval_fn, params, val_batches)
-                    extra.update({f"val_{k}": v for k, v in last_val.items()})
-                    if self.opt.eval_params is not None:
-                        last_val_avg = self._evaluate(
-                            eval_fn, self.opt.eval_params(params, opt_state),
-                            val_batches)["loss"]
-                        extra["val_loss_avg"] = last_val_avg
-                if spectral is not None and done % cfg.spectral_every == 0:
-                    extra.update(spectral(params))
-                if evaluate or save or extra:
-                    # Read this step now: never checkpoint a diverged state, and keep the
-                    # accumulators that go into the checkpoint exact.
-                    if not consume(done, metrics, extra):
-                        status, diverged_step = "diverged", done
-                        break
-                    pending = None
-                else:
-                    pending = (done, metrics)
-                if save:
-                    acc.recent_losses = list(recent)
-                    acc.wall_time_s = prior_wall + time.perf_counter() - t0
-                    ckpt.save(done, {"params": params, "opt_state": opt_state, "step": step_arr},
-                              {"iterator": it.get_state(), "accumulators": dataclasses.asdict(acc)})
-                    self._write_summary("running", done, recent, acc, prior_wall, t0)
-            if pending is not None and not consume(*pending, {}):
-                status, diverged_step = "diverged", pending[0]
+            outcome = self._steps(state, start, it, ckpt, log)
         except BaseException as e:
+            failed = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            self._write_summary(failed, log.last_done, log, error=f"{type(e).__name__}: {e}")
+            raise
+        finally:
             bar.close()
             ckpt.close()
             if writer:
                 writer.close()
-            failed = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            self._write_summary(failed, last_done, recent, acc, prior_wall, t0,
-                                error=f"{type(e).__name__}: {e}")
-            raise
-        bar.close()
-        ckpt.close()
-        if writer:
-            writer.close()
-        self.final_state = {"params": params, "opt_state": opt_state}
-        final_step = diverged_step if status == "diverged" else cfg.steps
-        return self._write_summary(status, final_step, recent, acc, prior_wall, t0,
-                                   val=last_val, val_avg=last_val_avg,
-                                   diverged_step=diverged_step)
+        return self._write_summary(outcome.status, outcome.step, log, val=outcome.val,
+                                   val_avg=outcome.val_avg,
+                                   diverged_step=outcome.diverged_step)
+
+    def _steps(self, state: dict, start: int, it, ckpt: Checkpointer,
+               log: _MetricLog) -> _Outcome:
+        """Steps ``start .. cfg.steps``: dispatch step N, then read step N-1's metrics
+        (:class:`PendingMetrics`), evaluate / checkpoint where :func:`due` says."""
+        cfg = self.cfg
+        step_fn = jit_train_step(self.mdef, self.opt, self.mesh, self.task)
+        eval_fn = jax.jit(make_eval_step(self.mdef.graphdef, self.task))
+        bsh = batch_sharding(self.mesh)
+        val_batches = [shard_batch(b, bsh) for b in
+                       self.task.eval_batches(cfg.batch_size, cfg.eval_batches)]
+        spectral = self._spectral_fn()
+        params, opt_state, step_arr = state["params"], state["opt_state"], state["step"]
+        del state
+        out = _Outcome()
+        pending = PendingMetrics()
+
+        def ended(diverged_at: int | None = None) -> _Outcome:
+            self.final_state = {"params": params, "opt_state": opt_state}
+            return out.diverged(diverged_at) if diverged_at is not None else out
+
+        for step in range(start, cfg.steps):
+            batch = shard_batch(next(it), bsh)
+            params, opt_state, step_arr, metrics = step_fn(params, opt_state, step_arr, batch)
+            if not log.read_pending(pending):
+                return ended(log.diverged_step)
+            done = log.last_done = step + 1
+            log.bar.update(1)
+            when, extra = due(done, cfg), {}
+            if when.evaluate:
+                out.val = self._evaluate(eval_fn, params, val_batches)
+                extra.update({f"val_{k}": v for k, v in out.val.items()})
+                if self.opt.eval_params is not None:
+                    out.val_avg = self._evaluate(
+                        eval_fn, self.opt.eval_params(params, opt_state), val_batches)["loss"]
+                    extra["val_loss_avg"] = out.val_avg
+            if when.spectral:
+                extra.update(spectral(params))
+            if when.evaluate or when.save or extra:
+                # Read this step now: never checkpoint a diverged state, and keep the
+                # accumulators that go into the checkpoint exact.
+                if not log.read(done, metrics, extra):
+                    return ended(done)
+            else:
+                pending.hold(done, metrics)
+            if when.save:
+                log.acc.recent_losses = list(log.recent)
+                log.acc.wall_time_s = log.wall_time()
+                ckpt.save(done, {"params": params, "opt_state": opt_state, "step": step_arr},
+                          {"iterator": it.get_state(),
+                           "accumulators": dataclasses.asdict(log.acc)})
+                self._write_summary("running", done, log)
+        if not log.read_pending(pending):
+            return ended(log.diverged_step)
+        out.step = cfg.steps
+        return ended()
 
     # ----------------------------------------------------------------- helpers
     def _evaluate(self, eval_fn, params, batches) -> dict[str, float]:
@@ -233,11 +310,10 @@ class Run:
 
         return spectral
 
-    def _write_summary(self, status: str, step: int | None, recent, acc: _Accumulators,
-                       prior_wall: float, t0: float, val: dict | None = None,
-                       val_avg: float | None = None, diverged_step: int | None = None,
-                       error: str | None = None) -> dict:
-        cfg = self.cfg
+    def _write_summary(self, status: str, step: int | None, log: _MetricLog,
+                       val: dict | None = None, val_avg: float | None = None,
+                       diverged_step: int | None = None, error: str | None = None) -> dict:
+        cfg, recent, acc = self.cfg, log.recent, log.acc
         step = step if step is not None else 0
         tokens = step * self.tokens_per_step
         val = val or {}
@@ -259,7 +335,7 @@ class Run:
             "optimizer": self.opt.name,
             "lr": self.opt.peak_lr,
             "mesh": mesh_spec_string(self.mesh),
-            "wall_time_s": prior_wall + time.perf_counter() - t0,
+            "wall_time_s": log.wall_time(),
             **self.task.summary(),
         }
         if val_avg is not None:
