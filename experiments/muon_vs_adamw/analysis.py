@@ -21,7 +21,7 @@ from jaxlab.scaling.results import summaries_to_frame
 
 ARM = "axis.optimizer"       # the sweep's optimizer axis: labels 'adamw' and 'muon'
 BASELINE, CHALLENGER = "adamw", "muon"
-MOONLIGHT_RATIO = 0.52       # Moonlight: Muon needs ~52% of AdamW's FLOPs (REFERENCE.md s.1)
+MOONLIGHT_RATIO = 0.52       # Moonlight: Muon needs ~52% of AdamW's FLOPs (docs/methods.md, Muon)
 
 
 def _frame(runs):

@@ -3,7 +3,7 @@
 Each published law is a frozen :class:`HyperparamLaw` ``y = c * prod_i x_i^a_i`` that
 carries its units, the range of inputs it was fitted on, its source (arXiv id) and
 whether its constants are verified against the paper (``verified=False`` for constants
-that reached us second-hand; REFERENCE.md marks them UNVERIFIED). Calling a law checks
+that reached us second-hand; docs/methods.md marks them UNVERIFIED). Calling a law checks
 every input's unit and range and raises naming the bad value.
 
 Laws:
@@ -95,7 +95,7 @@ class HyperparamLaw:
       coefficient: the prefactor; None where only the exponents are known (use ratios).
       inputs: the :class:`Input` variables, in call order.
       source: arXiv id of the paper.
-      verified: False where the constants are second-hand (REFERENCE.md: UNVERIFIED).
+      verified: False where the constants are second-hand (docs/methods.md: UNVERIFIED).
       note: provenance and caveats.
     """
 
@@ -185,7 +185,8 @@ KAPLAN_B_CRIT = HyperparamLaw(
     name="kaplan_b_crit", output="B_crit", output_unit=TOKENS, coefficient=2e8,
     inputs=(Input("loss", NATS, -1.0 / 0.21, 1.5, 8.0),),
     source="arXiv:2001.08361", verified=False,
-    note="UNVERIFIED (from memory of eq. 5.3, not in REFERENCE.md): B_crit(L) = B* / "
+    note="UNVERIFIED (from memory of eq. 5.3, unchecked; docs/methods.md, Batch size and "
+         "critical batch): B_crit(L) = B* / "
          "L^(1/alpha_B), B* ~ 2e8 tokens, alpha_B ~ 0.21, L in nats/token on WebText2; the "
          "McCandlish et al. (arXiv 1812.06162) critical batch.")
 
@@ -221,7 +222,8 @@ KAPLAN_LR = LogLinearLaw(
     name="kaplan_lr", output="lr", intercept=0.003239, slope=-0.0001395,
     input=Input("non_embedding_params", PARAMS, 1.0, 768.0, 1.5e9),
     source="arXiv:2001.08361", verified=False,
-    note="UNVERIFIED (from memory of Kaplan et al. appendix D.6, not in REFERENCE.md): Adam, "
+    note="UNVERIFIED (from memory of Kaplan et al. appendix D.6, unchecked; docs/methods.md, "
+         "Batch size and critical batch): Adam, "
          "3000-step warmup, cosine to 0; ln is the natural log; N non-embedding params.")
 
 LAWS = {law.name: law for law in (ADAMW_TIMESCALE, POWER_LINES_TAU_OPT, POWER_LINES_B_OPT,

@@ -1,4 +1,4 @@
-"""TrasMuon reconstruction: the properties of REFERENCE.md section 2 and a hand-computed step."""
+"""TrasMuon reconstruction: properties from docs/methods.md, TrasMuon, and a hand-computed step."""
 
 import jax
 import jax.numpy as jnp
