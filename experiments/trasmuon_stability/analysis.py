@@ -351,11 +351,13 @@ def report(sweep_dir, runs) -> dict:
     for w in warmups:
         for arm in arms:
             lrs, mean, per = lr_grid(rows, arm, w, metric)
-            bad = sum(1 for r in rows if r["arm"] == arm and r["warmup"] == w and _is_bad(r))
-            diverged = sum(1 for r in rows if r["arm"] == arm and r["warmup"] == w
-                           and r["status"] == "diverged")
-            entry = {"warmup": WARMUPS[w], "arm": arm, "runs": sum(len(v) for v in per.values()),
-                     "diverged (NaN)": diverged, "bad (diverged or >= chance)": bad}
+            mine = [r for r in rows if r["arm"] == arm and r["warmup"] == w]
+            finished = [r for r in mine if r["status"] in ("done", "diverged")]
+            entry = {"warmup": WARMUPS[w], "arm": arm, "runs": len(finished),
+                     "diverged (NaN)": sum(r["status"] == "diverged" for r in finished),
+                     "bad (diverged or >= chance)": sum(_is_bad(r) for r in finished)}
+            if len(finished) < len(mine):
+                entry["unfinished"] = len(mine) - len(finished)
             if lrs.size and np.isfinite(mean).any():
                 b = basins[(w, arm)] = stable_basin(lrs, mean, metric.tolerance)
                 seeds = [x for x in per[b.best_lr] if math.isfinite(x)]
