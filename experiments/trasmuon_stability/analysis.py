@@ -18,11 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import platform
-import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +26,7 @@ import numpy as np
 from jaxlab.scaling.critical_batch import steps_to_target
 from jaxlab.scaling.lr_sensitivity import loss_spikes, stable_basin
 from jaxlab.scaling.plots import save_figure
-from jaxlab.scaling.report import markdown_table
+from jaxlab.scaling.report import markdown_table, provenance, provenance_markdown
 from jaxlab.train.metrics import read_metrics
 
 ARMS = ("adamw", "muon", "trasmuon", "trasmuon_noclip")
@@ -68,23 +64,6 @@ ACCURACY = Metric("acc", "final validation accuracy", 0.01, True, "1 accuracy po
 def metric_of(rows) -> Metric:
     """Accuracy when the runs report one (classification), else the loss."""
     return ACCURACY if any(math.isfinite(r["acc"]) for r in rows) else LOSS
-
-
-def _provenance(runs) -> dict:
-    versions = {}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    started = runs["started_at"].dropna() if "started_at" in runs else []
-    finished = runs["finished_at"].dropna() if "finished_at" in runs else []
-    span = float(max(finished) - min(started)) if len(started) and len(finished) else None
-    walls = [s.get("wall_time_s") or 0.0 for s in runs["summary"] if isinstance(s, dict)]
-    return {"machine": f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-                       f"{os.cpu_count()} CPUs",
-            "python": sys.version.split()[0], "versions": versions,
-            "sweep_wall_s": span, "run_wall_sum_s": float(sum(walls))}
 
 
 def run_rows(runs) -> list[dict]:
@@ -375,7 +354,7 @@ def report(sweep_dir, runs) -> dict:
     best_runs = best_lr_runs(rows, basins)
     conv = convergence(best_runs, warmups, arms)
     spikes = spike_stats(rows)
-    prov = _provenance(runs)
+    prov = provenance(runs)
     plots = []
     plots += _plot_loss_vs_lr(rows, basins, warmups, arms, sweep_dir / "loss_vs_lr", metric)
     plots += _plot_curves(best_runs, conv, warmups, arms, sweep_dir / "loss_curves")
@@ -413,11 +392,7 @@ def report(sweep_dir, runs) -> dict:
                 "mean c": _fmt(spikes["clip_mean_elsewhere"])}])]
     md += ["## Plots\n"] + [f"![{Path(p).stem}]({Path(p).name})\n" for p in plots
                             if p.endswith(".png")]
-    md += ["## Machine\n",
-           f"{prov['machine']}; Python {prov['python']}; " + ", ".join(
-               f"{k} {v}" for k, v in prov["versions"].items()) + ". Sweep wall time "
-           f"{_fmt(prov['sweep_wall_s'], '.0f')} s (first start to last finish), "
-           f"{prov['run_wall_sum_s']:.0f} s summed over runs.\n"]
+    md += ["## Machine\n", provenance_markdown(prov)]
     (sweep_dir / "report.md").write_text("\n".join(md) + "\n")
     result = {"runs": len(rows), "metric": metric.label, "table": table,
               "basins": {f"{w}/{a}": {**b.__dict__, "width_decades": b.width_decades,

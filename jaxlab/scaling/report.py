@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import sys
+from importlib import metadata
 
 import numpy as np
 
@@ -169,3 +172,32 @@ def write_fit_report(df, law: str, out_dir, *, loss_col: str = "final_val_loss",
     with open(md_path, "w") as f:
         f.write("\n".join(md) + "\n")
     return {"json": json_path, "markdown": md_path, "plots": plot_paths}
+
+
+def provenance(runs) -> dict:
+    """Where and how long a sweep ran: machine, Python and package versions, the sweep's
+    wall time (first start to last finish) and the runs' summed wall time; ``runs`` is
+    the launcher's store frame (``started_at``, ``finished_at``, ``summary``)."""
+    versions = {}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    started = runs["started_at"].dropna() if "started_at" in runs else []
+    finished = runs["finished_at"].dropna() if "finished_at" in runs else []
+    span = float(max(finished) - min(started)) if len(started) and len(finished) else None
+    walls = [s.get("wall_time_s") or 0.0 for s in runs["summary"] if isinstance(s, dict)]
+    return {"machine": f"{platform.platform()}, {platform.processor() or platform.machine()}, "
+                       f"{os.cpu_count()} CPUs",
+            "python": sys.version.split()[0], "versions": versions,
+            "sweep_wall_s": span, "run_wall_sum_s": float(sum(walls))}
+
+
+def provenance_markdown(prov: dict) -> str:
+    """One paragraph from :func:`provenance`."""
+    span = "n/a" if prov["sweep_wall_s"] is None else f"{prov['sweep_wall_s']:.0f}"
+    return (f"{prov['machine']}; Python {prov['python']}; "
+            + ", ".join(f"{k} {v}" for k, v in prov["versions"].items())
+            + f". Sweep wall time {span} s (first start to last finish), "
+            f"{prov['run_wall_sum_s']:.0f} s summed over runs.\n")

@@ -23,6 +23,9 @@ STUDIES = {
         "trasmuon_stability_lm-tiny",
         ("report.md", "report.json", "loss_vs_lr.png", "loss_vs_lr.svg", "loss_curves.png",
          "trasmuon_histograms.png")),
+    "vit_digits.ipynb": (
+        ROOT / "experiments" / "vit_digits" / "sweep.gin", "tiny", "vit_digits-tiny",
+        ("report.md", "report.json", "accuracy_vs_compute.png", "loss_vs_compute.png")),
 }
 
 
