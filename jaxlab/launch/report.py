@@ -20,11 +20,15 @@ from jaxlab.launch.table import render
 
 
 def runs_frame(plan: Plan):
-    """This sweep's rows of the store (runs of other presets or old plans left out)."""
+    """This sweep's rows of the store (runs of other presets or old plans left out), with
+    ``run_dir`` pointing into the sweep folder as found now (the store records the path
+    as launched, which may be relative to another directory or another machine)."""
     df = store_of(plan).dataframe()
     if df.empty:
         return df
-    return df[df["run_id"].isin([r.run_id for r in plan.runs])].reset_index(drop=True)
+    df = df[df["run_id"].isin([r.run_id for r in plan.runs])].reset_index(drop=True)
+    df["run_dir"] = [str(plan.sweep_dir / name) for name in df["name"]]
+    return df
 
 
 def analysis_path(plan: Plan) -> Path:

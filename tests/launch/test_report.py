@@ -58,3 +58,22 @@ def test_report_recovers_a_known_compute_ratio(tmp_path, capsys):
     assert "**0.500x**" in report and "| L(C) adamw | 0 | 30 | 0.1 |" in report
     assert (plan.sweep_dir / "loss_vs_compute.png").stat().st_size > 10_000
     assert f"plot:   {plan.sweep_dir.resolve() / 'loss_vs_compute.png'}" in out
+
+
+def test_runs_frame_points_into_the_sweep_folder_wherever_it_was_launched(tmp_path,
+                                                                           monkeypatch):
+    """A store written by a launcher in another directory (relative run_dirs) or on another
+    machine: the report's rows point at the run folders as found now."""
+    from jaxlab.launch.report import runs_frame
+
+    monkeypatch.chdir(tmp_path)
+    plan = load_plan(SWEEP, "smoke", Path("sweeps"))     # relative, as a launcher records
+    register(plan, store_of(plan))
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "sweeps").rename(moved)
+    monkeypatch.chdir(moved.parent.parent)
+    plan = load_plan(SWEEP, "smoke", moved)
+    df = runs_frame(plan)
+    assert len(df) == len(plan.runs)
+    assert all(Path(d).parent == plan.sweep_dir for d in df["run_dir"])
+    assert all(Path(d).name == n for d, n in zip(df["run_dir"], df["name"]))
