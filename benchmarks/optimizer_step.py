@@ -101,8 +101,10 @@ def main() -> None:
     grads = jax.tree.map(lambda x: x * 0.5 + 0.01, params)
     lr = 0.02
     txs = {
+        # optax.contrib.muon's semantics: Keller scale, no decay on the Adam group.
         "jaxlab muon": muon(lr, infos, eps=1e-8, bias_correction=True, adam_b2=0.999,
-                            adam_nesterov=True, weight_decay=0.1, ns_dtype=ns_dtype),
+                            adam_nesterov=True, weight_decay=0.1, update_scale="keller",
+                            adam_weight_decay=0.0, ns_dtype=ns_dtype),
         "optax.contrib.muon": optax.contrib.muon(
             lr, weight_decay=0.1, adam_b2=0.999, eps=1e-8,
             muon_weight_dimension_numbers=optax_dimension_numbers(infos)),
