@@ -272,38 +272,16 @@ def _muon_kwargs(local_vars: dict) -> dict:
     return {k: v for k, v in local_vars.items() if k not in ("learning_rate", "infos")}
 
 
-def find_state(opt_state: Any, cls: type) -> Any:
-    """The first ``cls`` instance inside a (partition/chain) optimizer state, or None."""
-    found = []
-
-    def visit(x):
-        if isinstance(x, cls):
-            found.append(x)
-            return True
-        return False
-
-    jax.tree.map(lambda _: None, opt_state, is_leaf=visit)
-    return found[0] if found else None
-
-
-def muon_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
-    """Muon's last-step momentum and update norms (matrices only)."""
-    state = find_state(opt_state, MuonState)
-    return {} if state is None else dict(state.stats)
-
-
 __all__ = [
     "NS_IMPLS",
     "UPDATE_SCALES",
     "MuonState",
     "decoupled_weight_decay",
-    "find_state",
     "group_labels",
     "make_ns_fn",
     "matrix_infos",
     "momentum_direction",
     "muon",
-    "muon_diagnostics",
     "scale_by_muon",
     "shape_scale",
     "with_adamw_for_the_rest",

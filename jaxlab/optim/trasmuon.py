@@ -55,7 +55,6 @@ import optax
 from jaxlab.optim.matrix_stacking import orthogonalize_leaves
 from jaxlab.optim.muon import (
     decoupled_weight_decay,
-    find_state,
     make_ns_fn,
     matrix_infos,
     momentum_direction,
@@ -281,12 +280,6 @@ def trasmuon(learning_rate: optax.ScalarOrSchedule, infos: Any, *, weight_decay:
         adam_weight_decay=adam_weight_decay, adam_nesterov=False, wd_mult=wd_mult)
 
 
-def trasmuon_diagnostics(opt_state: Any) -> dict[str, jax.Array]:
-    """TrasMuon's last-step energy ratios, clip factors, ``v`` and norms."""
-    state = find_state(opt_state, TrasMuonState)
-    return {} if state is None else dict(state.stats)
-
-
 __all__ = [
     "AXES",
     "CLIP_EDGES",
@@ -297,5 +290,4 @@ __all__ = [
     "rms_scale",
     "scale_by_trasmuon",
     "trasmuon",
-    "trasmuon_diagnostics",
 ]
