@@ -2,7 +2,8 @@
 
 An expression (the quoted value of ``derived.KEY = '...'`` in a sweep file) may use:
 
-* numbers, ``+ - * / // % **``, parentheses, comparisons and ``x if c else y``;
+* numbers, strings, ``None``, ``+ - * / // % **``, parentheses, comparisons and
+  ``x if c else y``;
 * the sweep's variables (``var.*``, variables of axes, earlier ``derived.NAME``);
 * figures of the run's model and training config, after its axes are applied:
   ``N`` (non-embedding parameters), ``N_total``, ``flops_per_token`` (training FLOPs
@@ -30,7 +31,7 @@ from typing import Any
 
 FUNCTIONS: dict[str, Callable] = {
     "ceil": math.ceil, "floor": math.floor, "round": round, "int": int, "float": float,
-    "min": min, "max": max, "abs": abs, "sqrt": math.sqrt, "exp": math.exp,
+    "str": str, "min": min, "max": max, "abs": abs, "sqrt": math.sqrt, "exp": math.exp,
     "log": math.log, "log2": math.log2, "log10": math.log10,
 }
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -76,7 +77,7 @@ def evaluate(expr: str, names: Mapping[str, Any]) -> Any:
     def ev(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
             return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
             return node.value
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             return _BINOPS[type(node.op)](ev(node.left), ev(node.right))

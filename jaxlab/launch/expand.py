@@ -2,10 +2,18 @@
 binding checked against gin, and each run's size, tokens and FLOPs counted.
 
 Nothing is launched here: a bad binding anywhere raises :class:`SweepError` first.
+
+Branched runs: ``TrainConfig.init_from = 'sweep:AXIS=LABEL[,AXIS=LABEL...]@STEP'`` starts
+a run from checkpoint ``STEP`` of another run of the same sweep, the one whose labels
+are this run's with the named axes set to the given labels (e.g. a cooldown branched
+from the constant-lr run of the same lr: ``'sweep:arm=constant@240'``). The launcher
+runs a parent before its branches and resolves the reference to the parent's run
+directory when the branch starts (:func:`resolve_init_from`).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import inspect
@@ -24,6 +32,8 @@ from jaxlab.launch.spec import SweepError, SweepSpec, load_spec
 DEFAULT_ROOT = Path("sweeps")
 DEFAULT_EST_FLOPS_PER_S = 2.0e10   # achieved by tiny models on one 2-core CPU (measured)
 DEFAULT_EST_STARTUP_S = 15.0       # python + JAX import + compile per run
+INIT_FROM = "TrainConfig.init_from"
+SWEEP_REF = "sweep:"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +47,7 @@ class RunSpec:
     labels: tuple[tuple[str, str], ...]     # (axis, label)
     variables: tuple[tuple[str, Any], ...]
     figures: tuple[tuple[str, float], ...]  # params, steps, tokens, train_flops, est_time_s
+    parent: str | None = None       # name of the run this one branches from (same sweep)
 
     def binding_lines(self) -> list[str]:
         return [f"{k} = {v}" for k, v in self.bindings]
@@ -47,7 +58,8 @@ class RunSpec:
     def to_json(self) -> dict:
         return {"name": self.name, "run_id": self.run_id, "gin_files": list(self.gin_files),
                 "bindings": dict(self.bindings), "labels": dict(self.labels),
-                "variables": dict(self.variables), "figures": dict(self.figures)}
+                "variables": dict(self.variables), "figures": dict(self.figures),
+                "parent": self.parent}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,7 +275,57 @@ def expand(spec: SweepSpec, root: str | Path = DEFAULT_ROOT) -> Plan:
                              f"{dict(r.labels)} have identical bindings; an axis changes "
                              "nothing (a variable no derived binding uses?)")
         seen[r.run_id] = r
-    return Plan(spec=spec, runs=tuple(runs), root=Path(root))
+    return Plan(spec=spec, runs=tuple(_link_parents(spec, runs)), root=Path(root))
+
+
+def parse_sweep_ref(text: str) -> tuple[dict[str, str], int] | None:
+    """``'sweep:arm=constant,lr=1e-2@240'`` -> ({'arm': 'constant', 'lr': '1e-2'}, 240);
+    None for any other ``init_from`` value (a path, None)."""
+    if not isinstance(text, str) or not text.startswith(SWEEP_REF):
+        return None
+    selector, at, step = text[len(SWEEP_REF):].rpartition("@")
+    pairs = [p.partition("=") for p in selector.split(",") if p]
+    if not at or not step.isdigit() or not pairs or any(not k or not v for k, _, v in pairs):
+        raise SweepError(f"{INIT_FROM} = {text!r}: a sweep reference must look like "
+                         "'sweep:AXIS=LABEL[,AXIS=LABEL...]@STEP'")
+    return {k.strip(): v.strip() for k, _, v in pairs}, int(step)
+
+
+def _link_parents(spec: SweepSpec, runs: list[RunSpec]) -> list[RunSpec]:
+    """Sets ``parent`` of each run whose ``init_from`` is a sweep reference."""
+    by_labels = {r.labels: r for r in runs}
+    out = []
+    for r in runs:
+        text = dict(r.bindings).get(INIT_FROM)
+        ref = parse_sweep_ref(ast.literal_eval(text)) if text else None
+        if ref is None:
+            out.append(r)
+            continue
+        overrides, _ = ref
+        labels = dict(r.labels)
+        unknown = sorted(set(overrides) - set(labels))
+        if unknown:
+            raise SweepError(f"{spec.path}: run {labels}: {INIT_FROM} names axes {unknown}; "
+                             f"the run's axes are {list(labels)}")
+        want = tuple((a, overrides.get(a, v)) for a, v in r.labels)
+        parent = by_labels.get(want)
+        if parent is None or parent is r:
+            what = "is the run itself" if parent is r else "is not a run of this sweep"
+            raise SweepError(f"{spec.path}: run {labels}: the parent {dict(want)} of "
+                             f"{INIT_FROM} = {text} {what}")
+        out.append(dataclasses.replace(r, parent=parent.name))
+    return out
+
+
+def resolve_init_from(run: dict, run_dir: str | Path) -> dict[str, str]:
+    """The run's bindings with a sweep reference in ``init_from`` replaced by
+    ``'<parent run dir>@STEP'`` (the parent is a sibling of ``run_dir``)."""
+    bindings = dict(run["bindings"])
+    text = bindings.get(INIT_FROM)
+    ref = parse_sweep_ref(ast.literal_eval(text)) if text else None
+    if ref is not None:
+        bindings[INIT_FROM] = repr(f"{Path(run_dir).parent / run['parent']}@{ref[1]}")
+    return bindings
 
 
 def load_plan(path: str | Path, preset: str | None = None,

@@ -19,6 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+from jaxlab.launch.expand import resolve_init_from
+
 LOCK_WAIT_S = 60.0
 DIVERGED_EXIT_CODE = 3   # jaxlab.train exits 3 when the run diverged
 _LIVE: set[subprocess.Popen] = set()   # training processes started by this process
@@ -74,7 +76,7 @@ def train_command(run: dict, run_dir: str | Path, python: str | None = None) -> 
     cmd = [python or sys.executable, "-m", "jaxlab.train", "--workdir", str(run_dir)]
     for f in run["gin_files"]:
         cmd += ["--gin_file", f]
-    for k, v in run["bindings"].items():
+    for k, v in resolve_init_from(run, run_dir).items():
         cmd += ["--gin_bindings", f"{k} = {v}"]
     return cmd
 

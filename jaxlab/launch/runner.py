@@ -6,6 +6,10 @@ store row) says ``done`` or ``diverged`` are skipped; any other run starts again
 resumes from its last checkpoint. Only one launcher may drive a sweep directory at a
 time (an ``flock`` on ``<sweep dir>/launcher.lock``, freed by the kernel if the launcher
 is killed).
+
+A branched run (``init_from`` a sweep reference, :mod:`jaxlab.launch.expand`) starts in a
+later wave than its parent, once the parent is ``done``; a branch whose parent ended
+otherwise is recorded ``failed`` with the parent's status, and retried on relaunch.
 """
 
 from __future__ import annotations
@@ -96,12 +100,44 @@ def launch(plan: Plan, backend: str = "local", log: Callable[[str], None] = prin
         if jobs:
             be = make_backend(backend, **backend_options)
             log(be.describe())
-            _run(be, jobs, store, log, len(plan.runs) - len(jobs), len(plan.runs))
+            names = {r.name: r for r in plan.runs}
+            already = len(plan.runs) - len(jobs)
+            while jobs:
+                wave, jobs = _next_wave(plan, names, jobs, store, log)
+                if wave:
+                    _run(be, wave, store, log, already, len(plan.runs))
+                already += len(wave)
         counts = store.counts()
         log("sweep finished: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
         return counts
     finally:
         os.close(lock)
+
+
+def _next_wave(plan: Plan, names: dict, jobs: list[Job], store: Store,
+               log) -> tuple[list[Job], list[Job]]:
+    """(jobs to run now, jobs left for later waves): a branch waits while its parent is
+    still to run; one whose parent finished other than ``done`` is recorded failed."""
+    pending = {j.run["name"] for j in jobs}
+    wave, later = [], []
+    for j in jobs:
+        parent = j.run.get("parent")
+        if parent is None:
+            wave.append(j)
+        elif parent in pending:
+            later.append(j)
+        else:
+            status = (job_lib.read_summary(plan.run_dir(names[parent])) or {}).get("status")
+            if status == "done":
+                wave.append(j)
+            else:
+                error = f"parent run {parent} is {status or 'missing'}; branch not started"
+                store.finish(j.run_id, "failed", None, error=error)
+                log(f"  failed   {j.run['name']}: {error}")
+    if later and len(later) == len(jobs):
+        raise RuntimeError(f"runs {[j.run['name'] for j in later]} branch from each other "
+                           "in a cycle (TrainConfig.init_from sweep references)")
+    return wave, later
 
 
 def _run(be, jobs: list[Job], store: Store, log, already: int, total: int) -> None:
