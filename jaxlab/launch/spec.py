@@ -45,6 +45,9 @@ Statements (one per line; a value may span lines inside brackets; ``#`` comments
   ``workers``, ``threads_per_run``, ``analysis`` (the study's analysis module, default
   ``analysis.py`` next to the sweep file), ``ray_resources`` (dict of Ray task options),
   ``est_flops_per_s`` and ``est_startup_s`` (for the dry run's time estimate).
+* A branched run: ``TrainConfig.init_from = 'sweep:AXIS=LABEL@STEP'`` (usually derived)
+  starts from a checkpoint of a sibling run, which the launcher runs first (see
+  :mod:`jaxlab.launch.expand`).
 * ``PRESET/STATEMENT``: a statement of preset ``PRESET`` (gin scope syntax); it
   replaces the unscoped statement with the same key, or adds to it, when the sweep is
   launched with ``--preset PRESET``.

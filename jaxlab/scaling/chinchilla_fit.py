@@ -24,7 +24,7 @@ import numpy as np
 from scipy import optimize
 
 from jaxlab.scaling.checks import positive_array, require_points, same_length
-from jaxlab.scaling.laws import AverageParamLaw, ChinchillaLaw
+from jaxlab.scaling.laws import AverageParamLaw, ChinchillaLaw, FittedLaw
 from jaxlab.scaling.multistart import MultiStartResult, huber, minimize_multistart
 
 __all__ = [
@@ -104,7 +104,7 @@ def _objective_np(theta, logN, logD, logL, delta):
 
 
 @dataclasses.dataclass(frozen=True)
-class ChinchillaFit:
+class ChinchillaFit(FittedLaw):
     """A fitted Chinchilla law with how it was obtained.
 
     Attributes:

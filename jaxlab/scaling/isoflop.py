@@ -30,6 +30,7 @@ class IsoflopParabola:
     loss_opt: float
     n_points: int
     inside: bool  # vertex within the sampled range of N
+    label: str | None = None  # the budget's name in the sweep (None: grouped by C)
 
     def predict(self, N) -> np.ndarray:
         """Parabola value at N (array)."""
@@ -80,7 +81,7 @@ class IsoflopFit:
     def to_dict(self) -> dict:
         """JSON-ready summary."""
         return {
-            "budgets": [{"C": p.budget, "N_opt": p.N_opt, "loss_opt": p.loss_opt,
+            "budgets": [{"label": p.label, "C": p.budget, "N_opt": p.N_opt, "loss_opt": p.loss_opt,
                          "n_points": p.n_points, "vertex_inside_range": p.inside}
                         for p in self.parabolas],
             "N_opt": {"k": self.N_opt_law.k, "a": self.N_opt_law.a},
@@ -94,7 +95,9 @@ def fit_isoflop(N, C, loss, *, budget=None, robust: bool = False,
 
     Args:
       N, C, loss: (n,) arrays of runs. Runs are grouped by `budget` labels (n,) when
-        given, else by C rounded to 3 significant digits.
+        given (the sweep's own budget names: a run's FLOPs include attention and logits,
+        so runs planned on one 6ND budget do not share one C), else by C rounded to 3
+        significant digits.
       flops_per_param_token: D_opt = C / (k N_opt).
     """
     same_length(N=N, C=C, loss=loss)
@@ -106,7 +109,8 @@ def fit_isoflop(N, C, loss, *, budget=None, robust: bool = False,
     parabolas = []
     for b in np.unique(labels):
         m = labels == b
-        parabolas.append(fit_isoflop_parabola(N[m], loss[m], float(np.median(C[m])), robust=robust))
+        p = fit_isoflop_parabola(N[m], loss[m], float(np.median(C[m])), robust=robust)
+        parabolas.append(dataclasses.replace(p, label=str(b)))
     require_points(len(parabolas), 2, "the N_opt(C) power law (budgets)")
     Cs = np.array([p.budget for p in parabolas])
     Ns = np.array([p.N_opt for p in parabolas])

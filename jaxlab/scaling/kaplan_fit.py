@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlab.scaling.checks import positive_array, require_points, same_length
-from jaxlab.scaling.laws import KaplanLaw
+from jaxlab.scaling.laws import FittedLaw, KaplanLaw
 from jaxlab.scaling.multistart import huber, minimize_multistart
 
 __all__ = ["KaplanFit", "fit_kaplan"]
@@ -27,7 +27,7 @@ def kaplan_objective(theta_4, logN_n, logD_n, logL_n, delta):
 
 
 @dataclasses.dataclass(frozen=True)
-class KaplanFit:
+class KaplanFit(FittedLaw):
     """Fitted Kaplan law, objective and search size."""
 
     law: KaplanLaw

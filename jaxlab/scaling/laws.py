@@ -45,6 +45,20 @@ __all__ = [
 FLOPS_PER_PARAM_TOKEN = 6.0
 
 
+class FittedLaw:
+    """Mixin of fit results holding a ``law``: ``fit.E`` reads ``fit.law.E`` (any
+    constant or method of the fitted law)."""
+
+    def __getattr__(self, name: str):
+        if name == "law" or name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return getattr(self.law, name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}, nor has "
+                                 f"its law {type(self.law).__name__}") from None
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
 

@@ -15,6 +15,7 @@ from jaxlab.scaling.laws import POWER_LINES_TAU, PowerLaw
 
 __all__ = [
     "plot_chinchilla_fit",
+    "plot_envelope",
     "plot_isoflop",
     "plot_loss_vs_compute",
     "plot_optimal_sparsity",
@@ -66,19 +67,65 @@ def plot_loss_vs_compute(df, fits: dict, out_stem, *, group_col: str = "optimize
     return save_figure(fig, out_stem)
 
 
-def plot_isoflop(iso, N, C, loss, out_stem) -> list[str]:
-    """Loss vs N per budget with the fitted parabolas and their minima (an IsoflopFit)."""
-    fig, ax = _axes("IsoFLOP curves", "N (non-embedding params)", "loss")
-    ax.set_xscale("log")
+def plot_isoflop(iso, N, C, loss, out_stem, labels=None) -> list[str]:
+    """Two panels: loss vs N per budget with the fitted parabolas and their minima, and
+    N_opt against C with the fitted power law (an IsoflopFit). ``labels`` (n,): each
+    run's budget name, as passed to the fit (None: runs matched to budgets by C)."""
+    fig = Figure(figsize=(11, 4.2))
+    ax, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax.set(title="IsoFLOP curves", xlabel="N (non-embedding params)", ylabel="loss",
+           xscale="log")
     N, C, loss = (np.asarray(a, float) for a in (N, C, loss))
     for i, p in enumerate(iso.parabolas):
-        m = np.isclose(C, p.budget, rtol=5e-3)
+        m = (np.asarray(labels).astype(str) == p.label) if labels is not None \
+            else np.isclose(C, p.budget, rtol=5e-3)
         ax.scatter(N[m], loss[m], color=f"C{i}", s=16)
         lo, hi = (N[m].min(), N[m].max()) if m.any() else (p.N_opt / 4, p.N_opt * 4)
         grid = np.geomspace(lo / 1.3, hi * 1.3, 100)
         ax.plot(grid, p.predict(grid), color=f"C{i}", label=f"C={p.budget:.2g}")
         ax.plot([p.N_opt], [p.loss_opt], marker="*", color=f"C{i}", ms=10)
     ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    Cs = np.array([p.budget for p in iso.parabolas])
+    Ns = np.array([p.N_opt for p in iso.parabolas])
+    ax2.set(title="Compute-optimal model size", xlabel="C (FLOPs)", ylabel="N_opt",
+            xscale="log", yscale="log")
+    for i, (c, n) in enumerate(zip(Cs, Ns)):
+        ax2.plot([c], [n], marker="*", color=f"C{i}", ms=10)
+    grid = np.geomspace(Cs.min() / 2, Cs.max() * 2, 50)
+    ax2.plot(grid, iso.N_opt_law.predict(grid), "k--", lw=1,
+             label=f"N_opt = {iso.N_opt_law.k:.3g} C^{iso.N_opt_law.a:.3f}")
+    ax2.legend(fontsize=8)
+    ax2.grid(True, which="both", alpha=0.3)
+    return save_figure(fig, out_stem)
+
+
+def plot_envelope(env, N, curves, out_stem) -> list[str]:
+    """Approach 1: every run's loss against compute coloured by model size (colour bar),
+    the envelope in black, and N_opt(C) with its fitted power law beside it."""
+    from matplotlib import cm, colors
+
+    fig = Figure(figsize=(11, 4.2))
+    ax, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    N = np.asarray(N, float)
+    norm = colors.LogNorm(vmin=N.min(), vmax=max(N.max(), N.min() * 1.01))
+    cmap = cm.get_cmap("viridis") if hasattr(cm, "get_cmap") else cm.viridis
+    for n, (c, v) in zip(N, curves):
+        ax.plot(c, v, color=cmap(norm(n)), lw=0.8, alpha=0.8)
+    ax.plot(env.C, env.loss, "k-", lw=2, label="envelope")
+    ax.set(title="Training curves and their envelope", xlabel="C (FLOPs)", ylabel="train loss",
+           xscale="log")
+    ax.legend(fontsize=8)
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="N (non-embedding)")
+    ax2.scatter(env.C, env.N_opt, s=12, color="k")
+    grid = np.geomspace(env.C.min(), env.C.max(), 50)
+    ax2.plot(grid, env.N_opt_law.predict(grid), "r--",
+             label=f"N_opt = {env.N_opt_law.k:.3g} C^{env.N_opt_law.a:.3f}")
+    ax2.set(title="N_opt on the envelope", xlabel="C (FLOPs)", ylabel="N_opt", xscale="log",
+            yscale="log")
+    ax2.legend(fontsize=8)
+    for a in (ax, ax2):
+        a.grid(True, which="both", alpha=0.3)
     return save_figure(fig, out_stem)
 
 

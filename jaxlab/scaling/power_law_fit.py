@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlab.scaling.checks import positive_array, require_points, same_length
-from jaxlab.scaling.laws import PowerLaw, SaturatingPowerLaw
+from jaxlab.scaling.laws import FittedLaw, PowerLaw, SaturatingPowerLaw
 from jaxlab.scaling.multistart import huber, minimize_multistart
 
 __all__ = [
@@ -35,7 +35,7 @@ MIN_POINTS_PURE = 3
 
 
 @dataclasses.dataclass(frozen=True)
-class PowerLawFit:
+class PowerLawFit(FittedLaw):
     """A fitted one-variable law plus how it was fitted.
 
     Attributes:

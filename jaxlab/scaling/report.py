@@ -16,17 +16,22 @@ from importlib import metadata
 import numpy as np
 
 from jaxlab.scaling import plots
-from jaxlab.scaling.chinchilla_fit import bootstrap_chinchilla, fit_chinchilla
+from jaxlab.scaling.bootstrap import bootstrap_fit, intervals_table
+from jaxlab.scaling.chinchilla_fit import fit_chinchilla
+from jaxlab.scaling.envelope import fit_envelope
 from jaxlab.scaling.isoflop import fit_isoflop
 from jaxlab.scaling.kaplan_fit import fit_kaplan
 from jaxlab.scaling.power_law_fit import fit_power_law_in_compute
+from jaxlab.scaling.results import load_metrics
 from jaxlab.scaling.sparse_law import fit_frantar
 from jaxlab.scaling.speedup import compute_ratio_at_equal_loss
 from jaxlab.scaling.weight_decay_fit import fit_tau_law, tau_opt_from_sweep
 
-__all__ = ["LAWS", "laws_table", "markdown_table", "optimizer_comparison", "write_fit_report"]
+__all__ = ["LAWS", "fit_constants", "laws_table", "markdown_table", "optimizer_comparison",
+           "write_fit_report"]
 
-LAWS = ("chinchilla", "avg-params", "kaplan", "sparse", "power-law", "isoflop", "tau")
+LAWS = ("chinchilla", "avg-params", "kaplan", "sparse", "power-law", "isoflop", "envelope",
+        "tau")
 
 
 def _cell(v) -> str:
@@ -88,9 +93,79 @@ def _loss(df, loss_col):
     return df[loss_col].to_numpy(float)
 
 
+def _nonzero_N(df):
+    """Non-zero non-embedding parameters (the Frantar law's N), from the runs' saved
+    parameters (``nonzero_N``); dense runs without the column count N."""
+    if "nonzero_N" not in df.columns or df["nonzero_N"].isna().all():
+        if (df["sparsity"].fillna(0.0) > 0).any():
+            raise ValueError("the sparse law needs the non-zero non-embedding parameters of "
+                             "each sparse run (summary.json `nonzero_non_embedding`, written "
+                             "by the trainer, or a `nonzero_N` column of a CSV)")
+        return df["N"]
+    return df["nonzero_N"].fillna(df["N"])
+
+
+def _budgets(df, budget_key: str | None):
+    if budget_key is None:
+        return None
+    if budget_key not in df.columns:
+        raise ValueError(f"budget key {budget_key!r} is not a column; available: "
+                         f"{list(df.columns)} (sweep labels are `label.<axis>`, variables "
+                         "`var.<name>`)")
+    return df[budget_key].astype(str).to_numpy()
+
+
+def run_curves(df) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each run's (compute so far, train loss) from its ``metrics.jsonl``; the run column
+    must be its directory (tables from :func:`jaxlab.scaling.results.load_runs`)."""
+    curves = []
+    for run, C, D in zip(df["run"], df["C"], df["D"]):
+        if not os.path.isfile(os.path.join(str(run), "metrics.jsonl")):
+            raise ValueError(f"the envelope law needs training curves: run {run!r} has no "
+                             "metrics.jsonl (pass run directories with --runs, not a CSV)")
+        m = load_metrics(run)
+        m = m[m["train_loss"].notna()]
+        curves.append((m["tokens"].to_numpy(float) * (C / D), m["train_loss"].to_numpy(float)))
+    return curves
+
+
+def fit_constants(df, law: str, *, loss_col: str = "final_val_loss",
+                  budget_key: str | None = None) -> dict[str, float]:
+    """The fitted constants of ``law`` on a runs table, by name (what the bootstrap
+    resamples; isoflop: the N_opt(C) and D_opt(C) power laws; tau: tau_opt(TPP))."""
+    L = _loss(df, loss_col)
+    if law in ("chinchilla", "avg-params"):
+        fit = fit_chinchilla(df["N_bar" if law == "avg-params" else "N"], df["D"], L, name=law)
+        return {k: float(getattr(fit, k)) for k in fit.law.param_names}
+    if law == "kaplan":
+        fit = fit_kaplan(df["N"], df["D"], L)
+        return {k: float(getattr(fit, k)) for k in fit.law.param_names}
+    if law == "sparse":
+        fit = fit_frantar(df["sparsity"].fillna(0.0), _nonzero_N(df), df["D"], L)
+        return {k: float(getattr(fit, k)) for k in fit.law.param_names}
+    if law == "isoflop":
+        iso = fit_isoflop(df["N"], df["C"], L, budget=_budgets(df, budget_key))
+        return {"N_opt.k": iso.N_opt_law.k, "N_opt.a": iso.N_opt_law.a,
+                "D_opt.k": iso.D_opt_law.k, "D_opt.a": iso.D_opt_law.a}
+    if law == "envelope":
+        env = fit_envelope(df["N"], run_curves(df))
+        return {"N_opt.k": env.N_opt_law.k, "N_opt.a": env.N_opt_law.a,
+                "D_opt.k": env.D_opt_law.k, "D_opt.a": env.D_opt_law.a}
+    if law == "tau":
+        tau_law = fit_tau_law(tau_opt_from_sweep(df["N"], df["D"], df["tau"], L))
+        return {"k": tau_law.k, "a": tau_law.a}
+    raise ValueError(f"no constants for law {law!r}; valid: {[x for x in LAWS if x != 'power-law']}")
+
+
 def write_fit_report(df, law: str, out_dir, *, loss_col: str = "final_val_loss",
-                     baseline: str = "adamw", n_boot: int = 0) -> dict[str, list[str] | str]:
+                     baseline: str = "adamw", n_boot: int = 0,
+                     budget_key: str | None = None) -> dict[str, list[str] | str]:
     """Fit `law` (one of LAWS) to a runs table; write report.json, report.md and plots.
+
+    ``n_boot`` > 0 adds bootstrap intervals (68% and 95%, runs resampled and refitted;
+    within budgets for isoflop, within (N, D) cells for tau) of every fitted constant.
+    ``budget_key``: the column naming each run's isoFLOP budget (e.g. a sweep label);
+    None groups runs by C to 3 significant digits.
 
     Returns {"json": path, "markdown": path, "plots": [paths]}.
     """
@@ -112,12 +187,6 @@ def write_fit_report(df, law: str, out_dir, *, loss_col: str = "final_val_loss",
         report["fit"] = fit.to_dict()
         md += ["## Fitted constants\n", laws_table([fit.law]),
                f"\nHuber objective {fit.objective:.6g} over {fit.n_starts} starts.\n"]
-        if n_boot:
-            boot = bootstrap_chinchilla(df[n_col], df["D"], L, n_boot=n_boot, fit=fit)
-            report["bootstrap"] = {k: list(v) for k, v in boot["intervals"].items()}
-            md += [f"\n{int(boot['level'] * 100)}% bootstrap intervals ({n_boot} resamples):\n",
-                   markdown_table([{"constant": k, "lo": v[0], "hi": v[1]}
-                                   for k, v in boot["intervals"].items()])]
         plot_paths += plots.plot_chinchilla_fit(fit.law, df[n_col], df["D"], L, stem)
     elif law == "kaplan":
         fit = fit_kaplan(df["N"], df["D"], L)
@@ -125,13 +194,15 @@ def write_fit_report(df, law: str, out_dir, *, loss_col: str = "final_val_loss",
         md += ["## Fitted constants\n", laws_table([fit.law])]
         plot_paths += plots.plot_chinchilla_fit(fit.law, df["N"], df["D"], L, stem)
     elif law == "sparse":
-        fit = fit_frantar(df["sparsity"].fillna(0.0), df["N"], df["D"], L)
+        nonzero = _nonzero_N(df)
+        fit = fit_frantar(df["sparsity"].fillna(0.0), nonzero, df["D"], L)
         report["fit"] = fit.to_dict()
-        md += ["## Fitted constants\n", laws_table([fit.law])]
+        md += ["## Fitted constants\n", laws_table([fit.law]),
+               "\nN: non-zero non-embedding parameters, counted in the saved parameters.\n"]
         C = df["C"].to_numpy(float)
         plot_paths += plots.plot_optimal_sparsity(
-            fit.law, [float(np.median(df["N"]))], np.geomspace(np.nanmin(C), np.nanmax(C) * 100, 30),
-            stem)
+            fit.law, [float(np.median(df["N"]))],
+            np.geomspace(np.nanmin(C), np.nanmax(C) * 100, 30), stem)
     elif law == "power-law":
         group = df.fillna({"optimizer": "unknown"})
         cmp = optimizer_comparison(group, baseline=baseline, loss_col=loss_col)
@@ -146,13 +217,23 @@ def write_fit_report(df, law: str, out_dir, *, loss_col: str = "final_val_loss",
         md += [f"\n- {n}" for n in cmp["notes"]]
         plot_paths += plots.plot_loss_vs_compute(group, cmp["fits"], stem, loss_col=loss_col)
     elif law == "isoflop":
-        iso = fit_isoflop(df["N"], df["C"], L)
+        labels = _budgets(df, budget_key)
+        iso = fit_isoflop(df["N"], df["C"], L, budget=labels)
         report["fit"] = iso.to_dict()
         md += ["## Per-budget optima\n",
-               markdown_table([{"C": p.budget, "N_opt": p.N_opt, "loss_opt": p.loss_opt,
-                                "inside": p.inside} for p in iso.parabolas]),
+               markdown_table([{"budget": p.label, "C": p.budget, "N_opt": p.N_opt,
+                                "loss_opt": p.loss_opt, "inside": p.inside}
+                               for p in iso.parabolas]),
                "\n## Across budgets\n", laws_table([iso.N_opt_law, iso.D_opt_law])]
-        plot_paths += plots.plot_isoflop(iso, df["N"], df["C"], L, stem)
+        plot_paths += plots.plot_isoflop(iso, df["N"], df["C"], L, stem, labels=labels)
+    elif law == "envelope":
+        curves = run_curves(df)
+        env = fit_envelope(df["N"], curves)
+        report["fit"] = env.to_dict()
+        md += ["## Approach 1: the envelope of training curves\n",
+               f"{len(env.C)} compute points where at least two model sizes compete.\n",
+               laws_table([env.N_opt_law, env.D_opt_law])]
+        plot_paths += plots.plot_envelope(env, df["N"], curves, stem)
     elif law == "tau":
         optima = tau_opt_from_sweep(df["N"], df["D"], df["tau"], L)
         tau_law = fit_tau_law(optima)
@@ -160,6 +241,29 @@ def write_fit_report(df, law: str, out_dir, *, loss_col: str = "final_val_loss",
                          "optima": [o.__dict__ for o in optima]}
         md += ["## tau_opt = k TPP^a\n", laws_table([tau_law])]
         plot_paths += plots.plot_tau_vs_tpp(optima, tau_law, stem)
+
+    if n_boot and law != "power-law":
+        group_col, distinct = None, None
+        if law == "isoflop":
+            distinct = ("N", 3)
+            group_col = budget_key or "_budget"
+            df = df.assign(_budget=[f"{c:.3g}" for c in df["C"]]) if budget_key is None else df
+        elif law == "envelope":
+            distinct = ("N", 2)
+        elif law == "tau":
+            distinct = ("tau", 3)
+            group_col, df = "_cell", df.assign(_cell=[f"{n:.6g}/{d:.6g}"
+                                                      for n, d in zip(df["N"], df["D"])])
+        boot = bootstrap_fit(df, lambda d: fit_constants(d, law, loss_col=loss_col,
+                                                         budget_key=budget_key),
+                             n_boot, group_col=group_col, distinct=distinct)
+        report["bootstrap"] = {k: {str(lv): list(iv) for lv, iv in v.items()}
+                               for k, v in boot["intervals"].items()}
+        report["bootstrap_ok"] = boot["n_ok"]
+        md += [f"\n## Bootstrap intervals ({boot['n_ok']} of {n_boot} resamples refitted"
+               + (f"; within groups of `{group_col}`" if group_col else "") + ")\n",
+               markdown_table(intervals_table(boot))]
+        md += [f"- {n} resamples failed: {e}" for e, n in boot["failures"].items()]
 
     if report["excluded_runs"]:
         md += ["\n## Runs left out\n",

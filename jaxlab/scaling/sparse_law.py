@@ -20,6 +20,7 @@ import numpy as np
 from scipy import optimize
 
 from jaxlab.scaling.checks import finite_array, positive_array, require_points, same_length
+from jaxlab.scaling.laws import FittedLaw
 from jaxlab.scaling.multistart import huber, minimize_multistart
 
 __all__ = ["FRANTAR_T5", "FRANTAR_VIT", "FrantarSparseLaw", "SparseFit", "fit_frantar"]
@@ -103,17 +104,27 @@ FRANTAR_VIT = FrantarSparseLaw(a_S=294.0, b_S=0.821, c_S=468.0, b_N=0.392, a_D=2
                                b_D=0.890, c=4.517, name="frantar_vit_jft")
 
 
-def frantar_objective(theta_7, log1mS_n, logN_n, logD_n, logL_n, delta):
-    """SUM of Huber_delta residuals of log loss for the sparse law (JAX)."""
+def _log_pred(theta_7, log1mS_n, logN_n, logD_n):
     la_S, b_S, lc_S, b_N, la_D, b_D, lc = (theta_7[i] for i in range(7))
     cap = jnp.logaddexp(la_S + b_S * log1mS_n, lc_S)
     terms = jnp.stack([cap - b_N * logN_n, b_D * (la_D - logD_n), jnp.broadcast_to(lc, logN_n.shape)])
-    r = logL_n - jax.nn.logsumexp(terms, axis=0)
+    return jax.nn.logsumexp(terms, axis=0)
+
+
+def frantar_objective(theta_7, log1mS_n, logN_n, logD_n, logL_n, delta):
+    """SUM of Huber_delta residuals of log loss for the sparse law (JAX)."""
+    return jnp.sum(huber(logL_n - _log_pred(theta_7, log1mS_n, logN_n, logD_n), delta))
+
+
+def frantar_objective_linear(theta_7, log1mS_n, logN_n, logD_n, logL_n, delta):
+    """SUM of Huber_delta residuals of the loss itself (not its log), as Frantar et al.
+    fitted their ViT/JFT law (arXiv 2309.08520, appendix)."""
+    r = jnp.exp(logL_n) - jnp.exp(_log_pred(theta_7, log1mS_n, logN_n, logD_n))
     return jnp.sum(huber(r, delta))
 
 
 @dataclasses.dataclass(frozen=True)
-class SparseFit:
+class SparseFit(FittedLaw):
     """Fitted sparse law, its objective and search size."""
 
     law: FrantarSparseLaw
@@ -136,14 +147,19 @@ def frantar_starts(n_random: int = 2000, seed: int = 0) -> np.ndarray:
 
 
 def fit_frantar(S, N, D, loss, *, delta: float = 1e-3, starts_SxP=None,
-                name: str = "fit") -> SparseFit:
-    """Fit Frantar's law by robust many-start L-BFGS (Huber on log loss, arXiv 2309.08520).
+                name: str = "fit", residuals: str = "log") -> SparseFit:
+    """Fit Frantar's law by robust many-start L-BFGS (Huber, arXiv 2309.08520).
 
     Args:
       S, N, D, loss: (n,) arrays; S in [0, 1) with at least two distinct sparsities
         (otherwise a_S and c_S are not identifiable), N, D, loss > 0, n >= 8.
       starts_SxP: (K, 7) log-space starts; default 2,000 random ones (fixed seed).
+      residuals: ``'log'`` Huber on log loss (the T5 fit), ``'linear'`` Huber on the loss
+        (the paper's ViT fit); ``delta`` is in those units.
     """
+    objectives = {"log": frantar_objective, "linear": frantar_objective_linear}
+    if residuals not in objectives:
+        raise ValueError(f"residuals={residuals!r}; valid: {sorted(objectives)}")
     n = same_length(S=S, N=N, D=D, loss=loss)
     S = _sparsity(S).reshape(-1)
     logN = np.log(positive_array("N", N)).reshape(-1)
@@ -153,7 +169,7 @@ def fit_frantar(S, N, D, loss, *, delta: float = 1e-3, starts_SxP=None,
     if len(np.unique(S)) < 2:
         raise ValueError(f"sparse law needs runs at >= 2 distinct sparsities, got only {np.unique(S)}")
     starts = frantar_starts() if starts_SxP is None else np.asarray(starts_SxP, np.float64)
-    res = minimize_multistart(frantar_objective, starts,
+    res = minimize_multistart(objectives[residuals], starts,
                               args=(np.log1p(-S), logN, logD, logL, np.float64(delta)))
     la_S, b_S, lc_S, b_N, la_D, b_D, lc = res.best_params
     law = FrantarSparseLaw(np.exp(la_S), b_S, np.exp(lc_S), b_N, np.exp(la_D), b_D, np.exp(lc),

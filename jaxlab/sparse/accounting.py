@@ -9,6 +9,8 @@ Training compute of step ``t`` is ``6 * N_nonzero_non_embedding(t) * tokens``.
   (``sparse/nonzero_params``, ``sparse/nonzero_non_embedding``, ``sparse/density/<label>``,
   ``sparse/target_sparsity``, ``sparse/sparsity``); the loop averages
   ``sparse/nonzero_non_embedding`` into ``n_bar`` and sums compute into ``summary.json``.
+- :func:`count_nonzeros` counts them in actual parameters (the saved ones, for
+  ``summary.json``: a report's non-zero counts are measured, not targets).
 - :func:`planned_nonzeros` is the same count for every step, from the schedule alone;
   :func:`compute_fractions_to_steps` turns "prune from 25% to 75% of training compute"
   into the start and end steps of that very schedule.
@@ -20,6 +22,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -30,6 +33,17 @@ from jaxlab.sparse.schedules import PruningSchedule
 
 def _is_non_embedding(info) -> bool:
     return info.label not in EMBED_LABELS
+
+
+def count_nonzeros(params: Any, infos: Any) -> dict[str, int]:
+    """Non-zero entries of ``params`` (array tree like ``infos``, the ParamInfo tree):
+    ``{"total": all parameters, "non_embedding": without embeddings and heads}``."""
+    leaves, flat = jax.tree.leaves(params), partition.infos_list(infos)
+    if len(leaves) != len(flat):
+        raise ValueError(f"params have {len(leaves)} leaves but infos describe {len(flat)}")
+    counts = [int(jax.device_get(jnp.count_nonzero(x))) for x in leaves]
+    return {"total": sum(counts),
+            "non_embedding": sum(c for c, f in zip(counts, flat) if _is_non_embedding(f))}
 
 
 def sparsity_diagnostics(infos: Any, plans: list[LeafPlan], sparsity: float

@@ -23,6 +23,7 @@ from jaxlab.data import DataConfig, shard_batch
 from jaxlab.mesh import make_mesh, mesh_spec_string
 from jaxlab.nn import ModelConfig
 from jaxlab.sharding import batch_sharding
+from jaxlab.sparse.accounting import count_nonzeros
 from jaxlab.sparse.training import block_kernel_size
 from jaxlab.tasks import LanguageModelTask, Task, build_task
 from jaxlab.train import state as train_state
@@ -186,6 +187,7 @@ class Run:
         self.counts = task.param_counts()
         self.flops = task.flops_per_token()
         self.is_writer = jax.process_index() == 0
+        self.final_state: dict | None = None
 
     # ----------------------------------------------------------------- set-up
     def _restore_or_init(self, ckpt: Checkpointer, it) -> tuple[dict, _Accumulators, int | None]:
@@ -334,6 +336,9 @@ class Run:
             "train_flops": self.flops["train"] * tokens,
             "optimizer": self.opt.name,
             "lr": self.opt.peak_lr,
+            "weight_decay": self.opt.hparams.get("weight_decay"),
+            "optimizer_hparams": _jsonable(self.opt.hparams),
+            "sparsity": self.opt.sparsity,
             "mesh": mesh_spec_string(self.mesh),
             "wall_time_s": log.wall_time(),
             **self.task.summary(),
@@ -344,6 +349,11 @@ class Run:
             summary["diverged_step"] = diverged_step
         if error is not None:
             summary["error"] = error
+        final = self.final_state
+        if final is not None and status in ("done", "diverged"):
+            counts = count_nonzeros(final["params"], self.opt.infos)
+            summary["nonzero_params"] = counts["total"]
+            summary["nonzero_non_embedding"] = counts["non_embedding"]
         if acc.nonzero_steps:
             n_bar = acc.nonzero_sum / acc.nonzero_steps
             summary["n_bar"] = n_bar
@@ -351,6 +361,17 @@ class Run:
         if self.is_writer:
             _write_json(self.workdir / "summary.json", summary)
         return summary
+
+
+def _jsonable(values: dict) -> dict:
+    """``values`` with anything JSON cannot hold written as its repr."""
+    def one(v):
+        try:
+            json.dumps(v)
+            return v
+        except TypeError:
+            return repr(v)
+    return {k: one(v) for k, v in values.items()}
 
 
 def train(workdir: str | Path, model_cfg: ModelConfig | None = None,

@@ -49,7 +49,7 @@ from jaxlab.optim import layerwise as layerwise_lib
 from jaxlab.optim.muon import make_ns_fn, muon
 from jaxlab.optim.schedules import make_schedule
 from jaxlab.optim.trasmuon import scale_by_trasmuon, trasmuon
-from jaxlab.sparse.training import maybe_prune
+from jaxlab.sparse.training import SparsityConfig, maybe_prune
 
 Factory = Callable[..., Any]
 OPTIMIZERS: dict[str, Factory] = {}
@@ -121,6 +121,9 @@ class Optimizer:
       lr: schedule of the main group's learning rate (logged).
       infos: ParamInfo tree of the parameters.
       name: registry name.
+      peak_lr: peak of ``lr``.
+      hparams: the factory's hyperparameters as built (:func:`operative_hparams`).
+      sparsity: the target sparsity of the pruned matrices (0.0: dense).
       eval_params: ``(params, opt_state) -> params`` to evaluate besides the raw params
         (weight averaging), or None.
     """
@@ -130,8 +133,19 @@ class Optimizer:
     infos: Any
     name: str
     peak_lr: float
-    weight_decay: float | None = None
+    hparams: dict = dataclasses.field(default_factory=dict)
+    sparsity: float = 0.0
     eval_params: Callable[[Any, Any], Any] | None = None
+
+
+def operative_hparams(name: str) -> dict[str, Any]:
+    """The hyperparameters optimizer ``name`` is built with now: its factory's defaults
+    updated by the current gin bindings (``adamw.weight_decay = ...``), for the record."""
+    params = inspect.signature(OPTIMIZERS[name]).parameters
+    values = {k: p.default for k, p in params.items()
+              if k not in FACTORY_ARGS and p.default is not inspect.Parameter.empty}
+    values.update({k: v for k, v in gin.get_bindings(name).items() if k in params})
+    return values
 
 
 def decay_mask(infos: Any) -> Any:
@@ -206,8 +220,11 @@ def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
     # Sparse training (gin `sparsity.*`): wraps the whole chain, so clipping sees masked
     # gradients; the identity unless a sparsity is bound.
-    tx = maybe_prune(tx, infos, total_steps)
+    sparse_cfg = SparsityConfig()
+    tx = maybe_prune(tx, infos, total_steps, sparse_cfg)
     # Outermost, so the average is of the parameters the run actually has.
     tx, eval_params = averaging_lib.weight_averaging(tx, averaging)
     return Optimizer(tx=tx, lr=lr, infos=infos, name=optimizer, peak_lr=learning_rate,
+                     hparams=operative_hparams(optimizer),
+                     sparsity=(sparse_cfg.target or 0.0) if sparse_cfg.enabled else 0.0,
                      eval_params=eval_params)

@@ -26,6 +26,10 @@ STUDIES = {
     "vit_digits.ipynb": (
         ROOT / "experiments" / "vit_digits" / "sweep.gin", "tiny", "vit_digits-tiny",
         ("report.md", "report.json", "accuracy_vs_compute.png", "loss_vs_compute.png")),
+    "wsd_cooldown.ipynb": (
+        ROOT / "experiments" / "wsd_cooldown" / "sweep.gin", "tiny", "wsd_cooldown-tiny",
+        ("report.md", "report.json", "loss_vs_lr.png", "loss_vs_lr.svg", "branches.png",
+         "lr_schedules.png")),
 }
 
 

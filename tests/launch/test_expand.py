@@ -170,3 +170,65 @@ def test_derive_evaluates_arithmetic_only():
     for bad in ("__import__('os')", "N.__class__", "[1, 2]", "lambda: 1"):
         with pytest.raises(DeriveError):
             evaluate(bad, names)
+
+
+BRANCHED = """
+include 'jaxlab/configs/train/cpu_smoke.gin'
+axis.arm = {'make_schedule.name': ['constant', 'wsd'], 'branched': [0, 1],
+            'label': ['constant', 'cooldown']}
+axis.lr = {'build_optimizer.learning_rate': [1e-3, 3e-3], 'label': ['1e-3', '3e-3']}
+sweep.product = ['arm', 'lr']
+derived.make_schedule.decay_start_step = '8 if branched else None'
+derived.TrainConfig.init_from = "'sweep:arm=constant@' + str(8) if branched else None"
+"""
+
+
+def test_branch_names_its_parent_and_resolves_to_its_directory(tmp_path):
+    from jaxlab.launch.expand import resolve_init_from
+
+    plan = load_plan(write(tmp_path, BRANCHED), root=tmp_path / "sweeps")
+    runs = {dict(r.labels)["arm"] + "/" + dict(r.labels)["lr"]: r for r in plan.runs}
+    assert runs["constant/1e-3"].parent is None
+    for lr in ("1e-3", "3e-3"):
+        child, parent = runs[f"cooldown/{lr}"], runs[f"constant/{lr}"]
+        assert child.parent == parent.name  # the constant run of the same lr
+        bindings = resolve_init_from(child.to_json(), plan.run_dir(child))
+        assert bindings["TrainConfig.init_from"] == repr(f"{plan.run_dir(parent)}@8")
+    # the run's identity holds the reference, not the machine's path
+    assert "sweep:arm=constant@8" in dict(runs["cooldown/1e-3"].bindings)["TrainConfig.init_from"]
+
+
+@pytest.mark.parametrize("ref, match", [
+    ("'sweep:arm=nope@8'", "is not a run of this sweep"),
+    ("'sweep:model=d64@8'", r"names axes \['model'\]"),
+    ("'sweep:arm=cooldown@8'", "is the run itself"),
+    ("'sweep:arm@8'", "must look like"),
+])
+def test_bad_branch_reference_fails_before_launch(tmp_path, ref, match):
+    text = BRANCHED.replace("\"'sweep:arm=constant@' + str(8) if branched else None\"",
+                            f"\"{ref} if branched else None\"")
+    with pytest.raises(SweepError, match=match):
+        load_plan(write(tmp_path, text), root=tmp_path / "sweeps")
+
+
+def test_branch_of_a_failed_parent_is_recorded_failed_not_run(tmp_path):
+    from jaxlab.launch import runner
+
+    plan = load_plan(write(tmp_path, BRANCHED), root=tmp_path / "sweeps")
+    store = runner.store_of(plan)
+    runner.register(plan, store)
+    jobs = runner.todo(plan, store, compile_cache=False)
+    names = {r.name: r for r in plan.runs}
+    wave, later = runner._next_wave(plan, names, jobs, store, print)
+    assert {j.run["labels"]["arm"] for j in wave} == {"constant"}
+    assert {j.run["labels"]["arm"] for j in later} == {"cooldown"}
+    # the parents "ran" and diverged: their branches are failed with the reason
+    for j in wave:
+        (j.run_dir).mkdir(parents=True, exist_ok=True)
+        (j.run_dir / "summary.json").write_text('{"status": "diverged"}')
+    wave2, later2 = runner._next_wave(plan, names, later, store, print)
+    assert wave2 == [] and later2 == []
+    rows = {r["name"]: r for r in store.rows()}
+    for j in later:
+        assert rows[j.run["name"]]["status"] == "failed"
+        assert "is diverged; branch not started" in rows[j.run["name"]]["error"]

@@ -43,3 +43,33 @@ def test_kaplan_fit_recovers_constants():
     assert fit.law.alpha_D == pytest.approx(KAPLAN_2020.alpha_D, rel=1e-4)
     assert fit.law.N_c == pytest.approx(KAPLAN_2020.N_c, rel=1e-3)
     assert fit.law.D_c == pytest.approx(KAPLAN_2020.D_c, rel=1e-3)
+
+
+def test_frantar_fit_with_huber_on_linear_loss_recovers_t5_constants():
+    S, N, D = _t5_grid()
+    fit = fit_frantar(S, N, D, FRANTAR_T5.predict(S, N, D), residuals="linear",
+                      starts_SxP=frantar_starts(128, seed=0))
+    for k in FRANTAR_T5.param_names:
+        assert getattr(fit, k) == pytest.approx(getattr(FRANTAR_T5, k), rel=2e-3), k
+    with pytest.raises(ValueError, match="residuals='l1'"):
+        fit_frantar(S, N, D, FRANTAR_T5.predict(S, N, D), residuals="l1")
+
+
+def test_sparse_report_fits_in_non_zero_parameters(tmp_path):
+    """The report's sparse fit uses each run's non-zero non-embedding count (the law's N),
+    not its dense size: on runs generated from the T5 constants it recovers them."""
+    import json
+
+    import pandas as pd
+
+    from jaxlab.scaling.report import write_fit_report
+
+    S, N_nz, D = _t5_grid()
+    df = pd.DataFrame({"sparsity": S, "N": N_nz / (1 - S), "nonzero_N": N_nz, "D": D,
+                       "C": 6 * N_nz * D, "final_val_loss": FRANTAR_T5.predict(S, N_nz, D)})
+    out = write_fit_report(df, "sparse", tmp_path)
+    fit = json.loads(open(out["json"]).read())["fit"]
+    for k in ("b_S", "a_S", "b_N", "c"):
+        assert fit[k] == pytest.approx(getattr(FRANTAR_T5, k), rel=1e-2), k
+    with pytest.raises(ValueError, match="non-zero non-embedding parameters"):
+        write_fit_report(df.drop(columns=["nonzero_N"]), "sparse", tmp_path / "x")
