@@ -179,12 +179,18 @@ def _plot_schedules(rows: list[dict], stem: Path) -> list[str]:
     return save_figure(fig, stem)
 
 
-def _verdict(held: bool | None) -> str:
-    return "n/a (runs missing)" if held is None else ("held" if held else "did not hold")
+def _verdict(held: bool | str | None) -> str:
+    if held is None:
+        return "n/a (runs missing)"
+    if held == "noise":
+        return f"inconclusive (within {MATCH_NATS} nats, the seed noise)"
+    return "held" if held else "did not hold"
 
 
 def claims(rows: list[dict], fam: dict) -> dict[str, dict]:
-    """Each claim of :data:`PAPER` with our figures and whether it held."""
+    """Each claim of :data:`PAPER` with our figures and whether it held (True / False,
+    or ``"noise"`` where a difference of one sign or the other is within the seed
+    noise :data:`MATCH_NATS`)."""
     best = {a: best_of(rows, a) for a in (*SCHEDULES, "constant_swa")}
     out = {}
     cos, w1, wl = best["cosine"], best["wsd_1sqrt"], best["wsd_linear"]
@@ -195,7 +201,8 @@ def claims(rows: list[dict], fam: dict) -> dict[str, dict]:
             f"(lr {cos['lr']:g}): {d:+.4f} nats")}
     if w1 and wl:
         d = w1["loss"] - wl["loss"]
-        out["shape"] = {"held": bool(d <= 0), "text": (
+        held = "noise" if abs(d) <= MATCH_NATS else bool(d < 0)
+        out["shape"] = {"held": held, "text": (
             f"1-sqrt {w1['loss']:.4f} vs linear {wl['loss']:.4f} ({d:+.4f} nats); cosine-"
             f"shaped cooldown {best['wsd_cosine']['loss']:.4f}" if best["wsd_cosine"]
             else f"1-sqrt {w1['loss']:.4f} vs linear {wl['loss']:.4f} ({d:+.4f} nats)")}
@@ -215,7 +222,10 @@ def claims(rows: list[dict], fam: dict) -> dict[str, dict]:
         cooled = next((q for q in fam["points"] if q["length"] == "100%"), None)
         if const and swa and cooled:
             ema_l, swa_l, raw = const["loss_avg"], swa["loss_avg"], const["loss"]
-            held = bool(min(ema_l, swa_l) < raw and min(ema_l, swa_l) > cooled["branch_loss"])
+            avg = min(ema_l, swa_l)
+            gap = avg - cooled["branch_loss"]
+            held = (False if avg >= raw - MATCH_NATS else "noise" if abs(gap) <= MATCH_NATS
+                    else bool(gap > 0))
             out["averaging"] = {"held": held, "text": (
                 f"at lr {lr:g}: constant {raw:.4f}, EMA {ema_l:.4f}, SWA {swa_l:.4f}, "
                 f"cooled down {cooled['branch_loss']:.4f}")}

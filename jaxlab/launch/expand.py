@@ -301,7 +301,7 @@ def _link_parents(spec: SweepSpec, runs: list[RunSpec]) -> list[RunSpec]:
         if ref is None:
             out.append(r)
             continue
-        overrides, _ = ref
+        overrides = ref[0]
         labels = dict(r.labels)
         unknown = sorted(set(overrides) - set(labels))
         if unknown:
@@ -313,7 +313,12 @@ def _link_parents(spec: SweepSpec, runs: list[RunSpec]) -> list[RunSpec]:
             what = "is the run itself" if parent is r else "is not a run of this sweep"
             raise SweepError(f"{spec.path}: run {labels}: the parent {dict(want)} of "
                              f"{INIT_FROM} = {text} {what}")
-        out.append(dataclasses.replace(r, parent=parent.name))
+        # It trains only the steps after the branch point: the time estimate says so.
+        fig = dict(r.figures)
+        startup = float(spec.settings.get("est_startup_s", DEFAULT_EST_STARTUP_S))
+        left = max(fig["steps"] - ref[1], 0) / max(fig["steps"], 1)
+        fig["est_time_s"] = startup + (fig["est_time_s"] - startup) * left
+        out.append(dataclasses.replace(r, parent=parent.name, figures=tuple(fig.items())))
     return out
 
 

@@ -109,7 +109,7 @@ def plot_envelope(env, N, curves, out_stem) -> list[str]:
     ax, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     N = np.asarray(N, float)
     norm = colors.LogNorm(vmin=N.min(), vmax=max(N.max(), N.min() * 1.01))
-    cmap = cm.get_cmap("viridis") if hasattr(cm, "get_cmap") else cm.viridis
+    cmap = cm.viridis
     for n, (c, v) in zip(N, curves):
         ax.plot(c, v, color=cmap(norm(n)), lw=0.8, alpha=0.8)
     ax.plot(env.C, env.loss, "k-", lw=2, label="envelope")
@@ -163,12 +163,39 @@ def plot_optimal_sparsity(law, N, compute, out_stem, flops_per_unit: float = 6.0
     return save_figure(fig, out_stem)
 
 
-def plot_chinchilla_fit(law, N, D, loss, out_stem) -> list[str]:
-    """Observed vs predicted loss for a fitted Chinchilla-form law, with the y = x line."""
-    fig, ax = _axes(repr(law).split(": ", 1)[-1], "observed loss", "predicted loss")
-    obs = np.asarray(loss, float)
+def plot_chinchilla_fit(law, N, D, loss, out_stem, max_curves: int = 12) -> list[str]:
+    """Three panels for a fitted L(N, D) law (Chinchilla or Kaplan form): loss against D
+    per model size with the fitted curve of each size, residuals against D, and the
+    runs against compute C = 6ND beside the law's compute-optimal frontier; colour is
+    model size (colour bar). Curves are drawn for at most ``max_curves`` sizes."""
+    from matplotlib import cm, colors
+
+    N, D, obs = (np.asarray(a, float).reshape(-1) for a in (N, D, loss))
     pred = law.predict(N, D)
-    ax.scatter(obs, pred, s=12, c=np.log10(np.asarray(N, float)), cmap="viridis")
-    lim = [min(obs.min(), pred.min()), max(obs.max(), pred.max())]
-    ax.plot(lim, lim, "k--", lw=1)
+    norm = colors.LogNorm(vmin=N.min(), vmax=max(N.max(), N.min() * 1.01))
+    cmap = cm.viridis
+    fig = Figure(figsize=(15, 4.2))
+    ax1, ax2, ax3 = (fig.add_subplot(1, 3, i) for i in (1, 2, 3))
+    ax1.scatter(D, obs, s=14, c=N, cmap=cmap, norm=norm)
+    sizes = np.unique(N)
+    if len(sizes) <= max_curves:
+        grid = np.geomspace(D.min() / 1.5, D.max() * 1.5, 80)
+        for n in sizes:
+            ax1.plot(grid, law.predict(n, grid), color=cmap(norm(n)), lw=1)
+    ax1.set(title=repr(law).split(": ", 1)[-1][:60], xlabel="D (tokens)", ylabel="loss",
+            xscale="log")
+    ax2.scatter(D, obs - pred, s=14, c=N, cmap=cmap, norm=norm)
+    ax2.axhline(0.0, color="k", lw=0.8)
+    ax2.set(title="residuals (observed - fitted)", xlabel="D (tokens)", ylabel="loss residual",
+            xscale="log")
+    C = 6.0 * N * D
+    ax3.scatter(C, obs, s=14, c=N, cmap=cmap, norm=norm)
+    grid_c = np.geomspace(C.min() / 2, C.max() * 4, 80)
+    n_opt, d_opt = law.compute_optimal(grid_c)
+    ax3.plot(grid_c, law.predict(n_opt, d_opt), "k--", lw=1.2, label="compute-optimal frontier")
+    ax3.set(title="runs and the frontier", xlabel="C = 6ND (FLOPs)", ylabel="loss", xscale="log")
+    ax3.legend(fontsize=8)
+    for ax in (ax1, ax2, ax3):
+        ax.grid(True, which="both", alpha=0.3)
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax3, label="N (non-embedding)")
     return save_figure(fig, out_stem)
