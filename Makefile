@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m jaxlab.launch --sweep experiments/muon_vs_adamw/sweep.gin --preset smoke --report
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
+	$(PY) -m pytest -q -n $(JOBS) -m "not slow" --durations=15
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) -m slow

@@ -113,7 +113,7 @@ def test_envelope_recovers_the_compute_optimal_exponent(tmp_path):
     for i, n in enumerate(sizes):
         write_run(tmp_path / "runs" / f"r{i}", n, 2000 * n, H)
     assert scaling_main(["fit", "--runs", str(tmp_path / "runs"), "--law", "envelope",
-                         "--bootstrap", "20", "--out", str(tmp_path / "fit")]) == 0
+                         "--bootstrap", "5", "--out", str(tmp_path / "fit")]) == 0
     report = json.loads((tmp_path / "fit" / "report.json").read_text())
     a_true = H.beta / (H.alpha + H.beta)
     assert report["fit"]["N_opt"]["a"] == pytest.approx(a_true, abs=0.05)
