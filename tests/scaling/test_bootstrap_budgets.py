@@ -11,7 +11,7 @@ from jaxlab.scaling.__main__ import main as scaling_main
 from jaxlab.scaling.bootstrap import bootstrap_fit
 from jaxlab.scaling.chinchilla_fit import fit_chinchilla
 from jaxlab.scaling.laws import HOFFMANN_2022 as H
-from jaxlab.scaling.report import write_fit_report
+from jaxlab.scaling.report import fit_constants, write_fit_report
 from jaxlab.scaling.results import load_csv
 
 BUDGETS = (1e18, 1e19, 1e20)
@@ -56,11 +56,9 @@ def test_budget_labels_group_runs_whose_C_jitters(tmp_path):
 def test_bootstrap_interval_covers_the_truth_under_noise():
     """With 0.01-nat noise the 95% interval of the N_opt exponent contains the noise-free
     fit's exponent, and the 68% interval sits inside the 95% one."""
-    clean = write_fit_report.__globals__["fit_constants"](
-        isoflop_runs(), "isoflop", budget_key="label.budget")["N_opt.a"]
+    clean = fit_constants(isoflop_runs(), "isoflop", budget_key="label.budget")["N_opt.a"]
     noisy = isoflop_runs(noise=0.01, seed=3)
-    fit = lambda d: write_fit_report.__globals__["fit_constants"](  # noqa: E731
-        d, "isoflop", budget_key="label.budget")
+    fit = lambda d: fit_constants(d, "isoflop", budget_key="label.budget")  # noqa: E731
     boot = bootstrap_fit(noisy, fit, 200, group_col="label.budget", distinct=("N", 3))
     lo95, hi95 = boot["intervals"]["N_opt.a"][0.95]
     lo68, hi68 = boot["intervals"]["N_opt.a"][0.68]
