@@ -2,8 +2,8 @@
 
 An expression (the quoted value of ``derived.KEY = '...'`` in a sweep file) may use:
 
-* numbers, strings, ``None``, ``+ - * / // % **``, parentheses, comparisons and
-  ``x if c else y``;
+* numbers, strings, ``None``, ``+ - * / // % **``, parentheses, comparisons,
+  ``and`` / ``or`` / ``not`` and ``x if c else y``;
 * the sweep's variables (``var.*``, variables of axes, earlier ``derived.NAME``);
 * figures of the run's model and training config, after its axes are applied:
   ``N`` (non-embedding parameters), ``N_total``, ``flops_per_token`` (training FLOPs
@@ -84,6 +84,15 @@ def evaluate(expr: str, names: Mapping[str, Any]) -> Any:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             v = ev(node.operand)
             return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return not ev(node.operand)
+        if isinstance(node, ast.BoolOp):  # short-circuits, as Python does
+            value = ev(node.values[0])
+            for v in node.values[1:]:
+                if bool(value) == isinstance(node.op, ast.Or):
+                    return value
+                value = ev(v)
+            return value
         if isinstance(node, ast.Compare) and all(type(o) in _CMPOPS for o in node.ops):
             left = ev(node.left)
             for op, right_node in zip(node.ops, node.comparators):

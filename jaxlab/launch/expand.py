@@ -205,7 +205,8 @@ def _combinations(spec: SweepSpec):
         yield [(axis, i) for factor, i in zip(spec.factors, idx) for axis in factor]
 
 
-def _expand_one(spec: SweepSpec, choice: list[tuple[str, int]]) -> RunSpec:
+def _expand_one(spec: SweepSpec, choice: list[tuple[str, int]]) -> RunSpec | None:
+    """The run of one combination of axis values; None when ``sweep.where`` leaves it out."""
     from jaxlab.train.gin_setup import parse_gin
 
     gin_files = list(spec.includes)
@@ -241,6 +242,14 @@ def _expand_one(spec: SweepSpec, choice: list[tuple[str, int]]) -> RunSpec:
             check_binding(key, repr(value), f"{spec.path}: derived.{key} for {where}")
         else:
             variables[key] = value
+    if "where" in spec.settings:
+        try:
+            keep = evaluate(spec.settings["where"], names)
+        except DeriveError as e:
+            raise SweepError(f"{spec.path}: sweep.where for {where}: {e}") from None
+        if not keep:
+            gin.clear_config()
+            return None
     fig = names.figures()
     tokens = fig["steps"] * fig["batch_tokens"]
     train_flops = fig["flops_per_token"] * tokens
@@ -265,9 +274,13 @@ def expand(spec: SweepSpec, root: str | Path = DEFAULT_ROOT) -> Plan:
     runs = []
     try:
         for choice in _combinations(spec):
-            runs.append(_expand_one(spec, choice))
+            run = _expand_one(spec, choice)
+            if run is not None:
+                runs.append(run)
     finally:
         gin.clear_config()
+    if not runs:
+        raise SweepError(f"{spec.path}: sweep.where = {spec.settings['where']!r} leaves no run")
     seen: dict[str, RunSpec] = {}
     for r in runs:
         if r.run_id in seen:

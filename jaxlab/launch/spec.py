@@ -44,7 +44,9 @@ Statements (one per line; a value may span lines inside brackets; ``#`` comments
 * ``sweep.SETTING = LITERAL``: ``name`` (study name, default: the sweep file's folder),
   ``workers``, ``threads_per_run``, ``analysis`` (the study's analysis module, default
   ``analysis.py`` next to the sweep file), ``ray_resources`` (dict of Ray task options),
-  ``est_flops_per_s`` and ``est_startup_s`` (for the dry run's time estimate).
+  ``est_flops_per_s`` and ``est_startup_s`` (for the dry run's time estimate),
+  ``where`` (an expression, as for ``derived``: only the combinations for which it is
+  true become runs, e.g. a full grid at one width and a local one at the others).
 * A branched run: ``TrainConfig.init_from = 'sweep:AXIS=LABEL@STEP'`` (usually derived)
   starts from a checkpoint of a sibling run, which the launcher runs first (see
   :mod:`jaxlab.launch.expand`).
@@ -71,6 +73,7 @@ SETTINGS = {
     "ray_resources": dict,
     "est_flops_per_s": float,
     "est_startup_s": float,
+    "where": str,
 }
 RESERVED_AXIS_KEYS = ("gin_file", "label")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

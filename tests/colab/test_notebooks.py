@@ -18,6 +18,14 @@ ROOT = Path(__file__).parents[2]
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
 # notebook -> (sweep file, preset, sweep folder name, files the report must write)
 STUDIES = {
+    "adamw_timescale.ipynb": (
+        ROOT / "experiments" / "adamw_timescale" / "sweep.gin", "tiny", "adamw_timescale-tiny",
+        ("report.md", "report.json", "tau_opt_vs_tpp.png", "tau_opt_vs_tpp.svg",
+         "loss_vs_tau.png", "batch.png")),
+    "layerwise_wd.ipynb": (
+        ROOT / "experiments" / "layerwise_wd" / "sweep.gin", "tiny", "layerwise_wd-tiny",
+        ("report.md", "report.json", "transfer.png", "transfer.svg", "grid.png",
+         "sigma_max.png")),
     "trasmuon_stability.ipynb": (
         ROOT / "experiments" / "trasmuon_stability" / "sweep_lm.gin", "tiny",
         "trasmuon_stability_lm-tiny",
@@ -64,7 +72,60 @@ def check_wsd_cooldown(sweep_dir: Path) -> None:
     assert result["branches"]["saved_fraction"] == pytest.approx(1 - 1.1 / 1.5, abs=1e-6)
 
 
-CHECKS = {"vit_digits.ipynb": check_vit_digits, "wsd_cooldown.ipynb": check_wsd_cooldown}
+def check_adamw_timescale(sweep_dir: Path) -> None:
+    """Each run's recorded weight decay gives the timescale the sweep asked for
+    (tau_mult x Power Lines' tau_opt at the run's own N and D); the batch cell's decay at
+    equal tau scales with B / D; a run marked diverged in the store is left out of the
+    fits and listed in the report."""
+    from jaxlab.launch.report import load_analysis
+    from jaxlab.launch.store import Store
+    from jaxlab.scaling.laws import POWER_LINES_TAU
+
+    result = json.loads((sweep_dir / "report.json").read_text())
+    assert result["runs"] == result["used"] == 9 and not result["left_out"]
+    assert {c["cell"] for c in result["cells"]} == {"d32_tpp2", "d32_tpp6", "d32_tpp2_b16"}
+    study = load_analysis(ROOT / "experiments" / "adamw_timescale" / "analysis.py")
+    runs = Store(sweep_dir / "sweep.db").dataframe()
+    runs["run_dir"] = [str(sweep_dir / n) for n in runs["name"]]
+    df, _ = study.frame(sweep_dir, runs)
+    want = df["var.tau_mult"] * POWER_LINES_TAU.predict(df["D"] / df["N"])
+    assert df["tau"].to_numpy() == pytest.approx(want.to_numpy(), rel=1e-9)
+    one = df[df["label.tau"] == "x1"].set_index("cell")
+    ratio = one.loc["d32_tpp2_b16", "wd"] / one.loc["d32_tpp2", "wd"]
+    B, D = one["B"], one["D"]
+    tau_ratio = one.loc["d32_tpp2_b16", "tau"] / one.loc["d32_tpp2", "tau"]
+    assert ratio == pytest.approx(B["d32_tpp2_b16"] / B["d32_tpp2"] * D["d32_tpp2"]
+                                  / D["d32_tpp2_b16"] / tau_ratio, rel=1e-9)
+    runs.loc[0, "status"] = "diverged"
+    (sweep_dir / "with_diverged").mkdir()
+    out = study.report(sweep_dir / "with_diverged", runs, n_boot=20)
+    again = json.loads((sweep_dir / "with_diverged" / "report.json").read_text())
+    assert again["used"] == 8 and [r["run"] for r in again["left_out"]] == [runs.loc[0, "name"]]
+    assert runs.loc[0, "name"] in Path(out["report"]).read_text()
+
+
+def check_layerwise_wd(sweep_dir: Path) -> None:
+    """sweep.where kept the full 2 x 2 grid at d16 and both arms of it at d32 (12 runs);
+    the transferred setting is d16's best run; at d32 the rule's smaller matrix lr and
+    larger decay give hidden matrices a smaller top singular value than plain AdamW at the
+    same base setting, for every one of the 7 hidden matrices."""
+    result = json.loads((sweep_dir / "report.json").read_text())
+    assert result["runs"] == result["done"] == 12
+    table = {(t["width"], t["arm"]): t for t in result["transfer"]["table"]}
+    assert set(table) == {(16, "plain"), (16, "layerwise"), (32, "plain"), (32, "layerwise")}
+    assert table[(16, "plain")]["gap"] == 0.0
+    assert result["transfer"]["setting"]["loss"] == table[(16, "plain")]["local best loss"]
+    for t in table.values():
+        assert t["local best loss"] <= t["transferred loss"]
+    sig = result["sigma_max"]
+    assert len(sig["plain"]["per_matrix"]) == 7
+    for name, (_, plain_d32) in sig["plain"]["per_matrix"].items():
+        assert sig["layerwise"]["per_matrix"][name][1] < plain_d32, name
+    assert sig["layerwise"]["predicted_slope"] == pytest.approx(0.0, abs=1e-9)
+    assert sig["plain"]["predicted_slope"] == pytest.approx(0.75, abs=1e-9)
+
+
+CHECKS = {"adamw_timescale.ipynb": check_adamw_timescale, "layerwise_wd.ipynb": check_layerwise_wd, "vit_digits.ipynb": check_vit_digits, "wsd_cooldown.ipynb": check_wsd_cooldown}
 
 
 def _execute(path: Path) -> dict:

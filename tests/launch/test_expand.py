@@ -172,6 +172,46 @@ def test_derive_evaluates_arithmetic_only():
             evaluate(bad, names)
 
 
+def test_derive_boolean_operators_short_circuit_like_python():
+    names = {"N": 1000, "zero": 0}
+    assert evaluate("N > 10 and zero == 0", names) is True
+    assert evaluate("N < 10 or zero", names) == 0           # the last operand, as Python
+    assert evaluate("not zero and -1 <= zero <= 1", names) is True
+    # the right side is never evaluated once the left decides
+    assert evaluate("zero == 0 or missing", names) is True
+    assert evaluate("zero != 0 and missing", names) is False
+    with pytest.raises(DeriveError, match="unknown name 'missing'"):
+        evaluate("zero == 0 and missing", names)
+
+
+WHERE = """
+include 'jaxlab/configs/train/cpu_smoke.gin'
+TrainConfig.steps = 5
+axis.width = {'ModelConfig.d_model': [32, 64], 'width': [32, 64], 'label': ['d32', 'd64']}
+axis.lr = {'build_optimizer.learning_rate': [1e-3, 3e-3, 1e-2], 'lr_i': [-1, 0, 1],
+           'label': ['1e-3', '3e-3', '1e-2']}
+sweep.product = ['width', 'lr']
+sweep.where = 'width == 32 or lr_i == 0'
+"""
+
+
+def test_sweep_where_keeps_only_the_combinations_it_accepts(tmp_path):
+    plan = load_plan(write(tmp_path, WHERE), None, tmp_path / "sweeps")
+    assert [dict(r.labels) for r in plan.runs] == [
+        {"width": "d32", "lr": "1e-3"}, {"width": "d32", "lr": "3e-3"},
+        {"width": "d32", "lr": "1e-2"}, {"width": "d64", "lr": "3e-3"}]
+
+
+@pytest.mark.parametrize("where,match", [
+    ("width > 100", "leaves no run"),
+    ("widht == 32", "sweep.where for run .*unknown name 'widht'"),
+])
+def test_sweep_where_errors_name_the_problem(tmp_path, where, match):
+    path = write(tmp_path, WHERE.replace("'width == 32 or lr_i == 0'", repr(where)))
+    with pytest.raises(SweepError, match=match):
+        load_plan(path, None, tmp_path / "sweeps")
+
+
 BRANCHED = """
 include 'jaxlab/configs/train/cpu_smoke.gin'
 axis.arm = {'make_schedule.name': ['constant', 'wsd'], 'branched': [0, 1],

@@ -97,3 +97,26 @@ def test_tau_law_recovered_from_weight_decay_sweep():
     law = fit_tau_law(optima)
     assert law.k == pytest.approx(POWER_LINES_TAU.k, rel=1e-8)
     assert law.a == pytest.approx(POWER_LINES_TAU.a, rel=1e-8)
+
+
+def test_tau_vertex_from_the_neighbourhood_of_the_best_run():
+    """Loss that is quadratic in log tau near the optimum but climbs steeply at the
+    smallest tau (a huge decay): a parabola through all 8 runs is pulled ~0.33 in log tau
+    off the optimum; one through the best run and one neighbour each side is within 0.03."""
+    t_opt = 0.2
+    taus = t_opt * np.geomspace(1 / 16, 8, 8)
+
+    def loss(x):  # x = log(tau / t_opt)
+        return 3.0 + 0.05 * x ** 2 + 0.5 * np.exp(-3.0 * (x + 2.0))
+
+    grid = np.linspace(-1.0, 1.0, 200_001)
+    exact = grid[np.argmin(loss(grid))]  # 0.034
+    N, D = [1e6] * 8, [2e7] * 8
+    L = loss(np.log(taus / t_opt))
+    full = tau_opt_from_sweep(N, D, taus, L)[0]
+    near = tau_opt_from_sweep(N, D, taus, L, neighbours=1)[0]
+    assert near.inside and full.inside
+    assert abs(np.log(full.tau_opt / t_opt) - exact) > 0.3
+    assert abs(np.log(near.tau_opt / t_opt) - exact) < 0.03
+    with pytest.raises(ValueError, match="neighbours must be >= 1"):
+        tau_opt_from_sweep(N, D, taus, L, neighbours=0)
