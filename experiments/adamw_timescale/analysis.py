@@ -57,6 +57,8 @@ def frame(sweep_dir: Path, runs) -> tuple[pd.DataFrame, list[dict]]:
     for r in runs.to_dict("records"):
         s = r["summary"] if isinstance(r.get("summary"), dict) else {}
         loss = s.get("final_val_loss")
+        if r["status"] in ("pending", "running"):
+            continue  # not finished yet: counted in the report's header, not left out
         if r["status"] != "done":
             left_out.append({"run": r["name"], "status": r["status"],
                              "why": s.get("error") or r.get("error") or r["status"]})
@@ -86,7 +88,9 @@ def cell_optima(df: pd.DataFrame, n_boot: int = N_BOOT) -> list[dict]:
     """One row per cell: N, D, TPP, B, tau_opt (vertex or best run), whether the vertex
     is interior, its 68/95% bootstrap interval and the best run's loss."""
     rows = []
-    for cell, d in df.groupby("cell", sort=False):
+    order = df.sort_values(["N", "batch_cell", "TPP", "B"])["cell"].drop_duplicates()
+    for cell in order:
+        d = df[df["cell"] == cell]
         d = d.reset_index(drop=True)
         row = {"cell": cell, "size": d["size"].iloc[0], "batch_cell": bool(d["batch_cell"].iloc[0]),
                "N": float(d["N"].iloc[0]), "D": float(d["D"].median()),
@@ -110,6 +114,13 @@ def cell_optima(df: pd.DataFrame, n_boot: int = N_BOOT) -> list[dict]:
     return rows
 
 
+def _with_vertex(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of cells with >= 3 distinct timescales (a cell still running, or with
+    runs left out, may have fewer; :func:`cell_optima` lists it with a note)."""
+    n = df.groupby("cell")["tau"].transform("nunique")
+    return df[n >= 3].reset_index(drop=True)
+
+
 def _tau_law_constants(d: pd.DataFrame) -> dict[str, float]:
     law = fit_tau_law(tau_opt_from_sweep(d["N"], d["D"], d["tau"], d["loss"],
                                          neighbours=NEIGHBOURS))
@@ -119,7 +130,7 @@ def _tau_law_constants(d: pd.DataFrame) -> dict[str, float]:
 def tau_law(df: pd.DataFrame, n_boot: int = N_BOOT) -> dict | None:
     """``tau_opt = k TPP^a`` over the main cells with bootstrap intervals (None when
     fewer than two cells have an interior vertex)."""
-    main = df[~df["batch_cell"]].reset_index(drop=True)
+    main = _with_vertex(df[~df["batch_cell"]])
     try:
         point = _tau_law_constants(main)
     except ValueError as e:
@@ -155,7 +166,7 @@ def _wd_slope(d: pd.DataFrame) -> dict[str, float]:
 
 def batch_law(df: pd.DataFrame, n_boot: int = N_BOOT) -> dict | None:
     """``wd_opt = c B^e`` across the batch cells, with bootstrap intervals."""
-    d = _batch_cells(df)
+    d = _with_vertex(_batch_cells(df))
     if d.empty:
         return None
     try:
@@ -219,10 +230,9 @@ def _plot_tau_opt(optima: list[dict], law: dict | None, stem: Path) -> list[str]
         mine = [o for o in main if o["size"] == size]
         for o in mine:
             x, y = o["TPP"], o["tau_opt"]
-            if o["inside"] and "68%" in o:
-                lo, hi = o["68%"]
-                ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="o", color=f"C{i}",
-                            ms=5, capsize=2)
+            if o["inside"] and "68%" in o:  # the interval need not contain the vertex
+                ax.plot([x, x], o["68%"], "-", color=f"C{i}", lw=2, alpha=0.6)
+                ax.plot([x], [y], "o", color=f"C{i}", ms=5)
             else:
                 ax.plot([x], [y], "x", color=f"C{i}", ms=6)
         ax.plot([], [], "o", color=f"C{i}", label=size)
@@ -332,6 +342,7 @@ def report(sweep_dir, runs, n_boot: int = N_BOOT) -> dict:
     """Writes the report into ``sweep_dir``; returns its paths and summary lines."""
     sweep_dir = Path(sweep_dir)
     df, left_out = frame(sweep_dir, runs)
+    unfinished = int(runs["status"].isin(["pending", "running"]).sum())
     out: dict = {"report": sweep_dir / "report.md", "plots": [], "lines": []}
     optima = cell_optima(df, n_boot) if len(df) else []
     law = tau_law(df, n_boot) if len(df) else None
@@ -340,7 +351,8 @@ def report(sweep_dir, runs, n_boot: int = N_BOOT) -> dict:
     for key, v in verdicts.items():
         out["lines"].append(f"{PAPER[key]}: {_verdict(v['held'])} ({v['text']})")
     md = ["# AdamW timescale against tokens per parameter (arXiv 2505.13738)\n",
-          f"Sweep `{sweep_dir.name}`, {len(runs)} runs ({len(df)} used), written "
+          f"Sweep `{sweep_dir.name}`, {len(runs)} runs ({len(df)} used"
+          + (f", {unfinished} not finished yet" if unfinished else "") + "), written "
           f"{time.strftime('%Y-%m-%d %H:%M')}. Loss: final validation loss (nats per byte); "
           "tau = B / (lr wd D) with the peak lr; TPP = D / N with N the non-embedding "
           "parameters. Intervals: percentile bootstrap over runs "

@@ -4,8 +4,9 @@ The quintic iteration of Muon (Keller Jordan; Moonlight, arXiv 2502.16982): with
 normalised by its Frobenius norm and ``m <= n`` (short side first),
 ``A = X X^T;  X <- a X + (b A + c A^2) X``, one ``(a, b, c)`` per step. Coefficient sets
 by name (:data:`COEFFICIENTS`): ``keller`` (fixed, 5 steps), ``polar_express`` (per-step
-minimax coefficients, arXiv 2505.16932, with the 1.02 safety normalisation), ``dion``
-(arXiv 2504.05295), or explicit per-step ``(a, b, c)`` tuples.
+minimax coefficients of arXiv 2505.16932, Algorithm 1, with its 1.01 safety scaling),
+``polar_express_nanogpt`` (modded-nanogpt's 5-step list, 1.02), ``dion`` (arXiv
+2504.05295), or explicit per-step ``(a, b, c)`` tuples.
 
 Two variants, same result in exact arithmetic:
 
@@ -15,8 +16,10 @@ Two variants, same result in exact arithmetic:
   ``Q <- Z Q`` and ``A <- Z A Z``; ``X = Q X_0`` is formed once at the end. It costs
   ``4 m^2 n`` plus ``m^3`` work per step, so it wins for rectangular matrices (the
   "Gram Newton-Schulz" of Dao AI Lab). Rounding makes ``A`` drift from ``Q R Q`` in half
-  precision, so the iteration restarts (``X = Q X_0``, ``R = X X^T``, ``Q = I``) after the
-  steps in ``gram_restarts`` (default: after step 2 in bf16, never in f32).
+  precision, and in f32 too after a large first step (Polar Express multiplies by 8.2:
+  without a restart its singular values stop at [0.994, 1.004]), so the iteration
+  restarts (``X = Q X_0``, ``R = X X^T``, ``Q = I``) after the steps in
+  ``gram_restarts`` (default: after step 2 in bf16, after steps 1 and 3 in f32).
 
 ``variant='auto'`` picks whichever needs fewer FLOPs (:func:`ns_flops`). Tall matrices
 (``m > n``) are iterated from the right (``A = X^T X``, ``X <- a X + X B``), which is the
@@ -34,7 +37,28 @@ import jax.numpy as jnp
 Coeffs = tuple[float, float, float]
 
 KELLER: Coeffs = (3.4445, -4.7750, 2.0315)
-POLAR_EXPRESS: tuple[Coeffs, ...] = (
+# Polar Express (Amsel et al., arXiv 2505.16932, Algorithm 1): the minimax quintic of each
+# step for singular values in [1e-3, 1] (with cushion 0.02), each but the last divided by
+# the safety factor 1.01 as (a / 1.01, b / 1.01^3, c / 1.01^5); steps past the 8th repeat
+# the last triple, the quintic Newton-Schulz map whose fixed point is exactly 1. Used
+# with X / (1.01 ||X||_F + eps).
+_POLAR_EXPRESS_UNSAFE: tuple[Coeffs, ...] = (
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+)
+POLAR_EXPRESS_SAFETY = 1.01
+POLAR_EXPRESS: tuple[Coeffs, ...] = tuple(
+    (a / POLAR_EXPRESS_SAFETY, b / POLAR_EXPRESS_SAFETY ** 3, c / POLAR_EXPRESS_SAFETY ** 5)
+    for a, b, c in _POLAR_EXPRESS_UNSAFE) + ((1.875, -1.25, 0.375),)
+# The 5-step list of the modded-nanogpt speedrun (used with a 1.02 norm safety factor).
+# Not the paper's: its numbers differ from Algorithm 1 by up to 6%, and its last triple
+# does not fix 1, so more than 5 steps drift above 1 (12 steps: about [1.02, 1.05]).
+POLAR_EXPRESS_NANOGPT: tuple[Coeffs, ...] = (
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
     (4.042929935166739, -2.808917465908714, 0.5000178451051316),
     (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
@@ -51,11 +75,13 @@ DION: tuple[Coeffs, ...] = (
 COEFFICIENTS: dict[str, tuple[Coeffs, ...]] = {
     "keller": (KELLER,),
     "polar_express": POLAR_EXPRESS,
+    "polar_express_nanogpt": POLAR_EXPRESS_NANOGPT,
     "dion": DION,
 }
-# Frobenius-norm safety factor each named set was designed with (arXiv 2505.16932 uses 1.02
-# so that sigma_max <= 1 holds despite rounding).
-NORM_SCALES: dict[str, float] = {"keller": 1.0, "polar_express": 1.02, "dion": 1.0}
+# Frobenius-norm safety factor each named set was designed with (so that sigma_max <= 1
+# holds despite rounding): arXiv 2505.16932 uses 1.01, modded-nanogpt 1.02.
+NORM_SCALES: dict[str, float] = {"keller": 1.0, "polar_express": POLAR_EXPRESS_SAFETY,
+                                 "polar_express_nanogpt": 1.02, "dion": 1.0}
 VARIANTS = ("auto", "plain", "gram")
 
 
@@ -92,8 +118,12 @@ def default_norm_scale(coeffs: str | Sequence) -> float:
 
 
 def default_gram_restarts(compute_dtype) -> tuple[int, ...]:
-    """Restart the Gram iteration after step 2 in half precision, never in f32/f64."""
-    return () if jnp.dtype(compute_dtype).itemsize >= 4 else (2,)
+    """Where the Gram iteration restarts by default: after step 2 in half precision
+    (rounding drifts ``A`` from ``Q R Q``); after steps 1 and 3 in f32, where Polar
+    Express's 8.2x first step otherwise leaves a 0.5% error (measured on a 64 x 96 matrix
+    with singular values 1.2e-3..1, 5 steps: 2.3e-3 off the plain iteration without a
+    restart, 3.8e-6 with one after step 2, 1.5e-6 after steps 1 and 3)."""
+    return (1, 3) if jnp.dtype(compute_dtype).itemsize >= 4 else (2,)
 
 
 def ns_flops(m: int, n: int, steps: int, variant: str,
@@ -188,8 +218,8 @@ def newton_schulz(x: jax.Array, coeffs: str | Sequence = "keller", steps: int = 
         (:func:`ns_coefficients`).
       steps: iterations.
       eps: ``X / (norm_scale ||X||_F + eps)`` before iterating (zero in, zero out).
-      norm_scale: Frobenius safety factor; None takes the set's own (1.02 for
-        ``polar_express``, else 1).
+      norm_scale: Frobenius safety factor; None takes the set's own (:data:`NORM_SCALES`:
+        1.01 for ``polar_express``, 1.02 for ``polar_express_nanogpt``, else 1).
       compute_dtype: dtype of the iteration (``float32`` or ``bfloat16``).
       variant: ``'plain'``, ``'gram'`` or ``'auto'`` (fewer FLOPs, :func:`choose_variant`).
       gram_restarts: steps after which the Gram iteration restarts; None:
@@ -237,6 +267,8 @@ __all__ = [
     "DION",
     "KELLER",
     "POLAR_EXPRESS",
+    "POLAR_EXPRESS_NANOGPT",
+    "POLAR_EXPRESS_SAFETY",
     "VARIANTS",
     "choose_variant",
     "default_gram_restarts",
