@@ -140,6 +140,21 @@ def tau_law(df: pd.DataFrame, n_boot: int = N_BOOT) -> dict | None:
     return {"point": point, "boot": boot, "table": intervals_table(boot)}
 
 
+def per_size_laws(df: pd.DataFrame) -> list[dict]:
+    """``tau_opt = k TPP^a`` fitted per model size (does the optimum depend on N at
+    fixed TPP, which the single law assumes it does not?)."""
+    rows = []
+    main = _with_vertex(df[~df["batch_cell"]])
+    for size, d in main.groupby("size", sort=False):
+        row = {"size": size, "N": float(d["N"].iloc[0]), "cells": d["cell"].nunique()}
+        try:
+            row.update(_tau_law_constants(d.reset_index(drop=True)))
+        except ValueError as e:
+            row["note"] = str(e)[:80]
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["N"])
+
+
 def _batch_cells(df: pd.DataFrame) -> pd.DataFrame:
     """The batch cells and the main cell of the same model and TPP (its batch size)."""
     b = df[df["batch_cell"]]
@@ -197,8 +212,9 @@ def _plot_loss_vs_tau(df: pd.DataFrame, optima: list[dict], stem: Path) -> list[
     for k, size in enumerate(sizes):
         ax = fig.add_subplot(1, len(sizes), k + 1)
         ax.set_xscale("log")
-        for cell, d in main[main["size"] == size].groupby("cell", sort=False):
-            d = d.sort_values("tau")
+        mine = main[main["size"] == size]
+        for cell in mine.sort_values("TPP")["cell"].drop_duplicates():  # legend by TPP
+            d = mine[mine["cell"] == cell].sort_values("tau")
             t = round(d["TPP"].median())
             ax.plot(d["tau"], d["loss"], "o", ms=4, color=colour[t], label=f"TPP {t}")
             curve = _parabola(d)
@@ -371,6 +387,9 @@ def report(sweep_dir, runs, n_boot: int = N_BOOT) -> dict:
                f"{law['boot']['n_ok']} of {law['boot']['n_boot']} refits succeeded"
                + (f"; failures: {law['boot']['failures']}" if law["boot"]["failures"] else "")
                + ".\n"]
+    if len(df):
+        md += ["## tau_opt = k TPP^a per model size (points only)\n",
+               markdown_table(per_size_laws(df))]
     if optima:
         md += ["## tau_opt per cell\n", _optima_table(optima)]
     if blaw is not None:
