@@ -33,8 +33,11 @@ import jax.numpy as jnp
 import optax
 
 from jaxlab.optim import layerwise as layerwise_lib
+from jaxlab.optim.arg_checks import (check_choice, check_learning_rate, check_nonnegative,
+                                     check_positive, check_rate)
 from jaxlab.optim.matrix_stacking import in_chunks, orthogonalize_leaves
-from jaxlab.optim.newton_schulz import default_norm_scale, newton_schulz, ns_coefficients
+from jaxlab.optim.newton_schulz import (VARIANTS, default_norm_scale, newton_schulz,
+                                        ns_coefficients)
 from jaxlab.partition import MATRIX, ParamInfo, describe_params, infos_list
 
 UPDATE_SCALES = ("keller", "moonlight", "none")
@@ -80,9 +83,22 @@ def make_ns_fn(ns_coeffs="keller", ns_steps: int = 5, *, eps: float = 1e-7,
                             ns_impl, interpret), ns_chunk)
 
 
+def check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl) -> None:
+    """Newton-Schulz settings, checked when an optimizer is built (names the bad one)."""
+    if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 1:
+        raise ValueError(f"ns_steps must be an integer >= 1, got {ns_steps!r}")
+    ns_coefficients(ns_coeffs, ns_steps)
+    check_positive("eps", eps)
+    if norm_scale is not None:
+        check_positive("norm_scale", norm_scale)
+    check_choice("ns_variant", ns_variant, VARIANTS)
+    check_choice("ns_impl", ns_impl, NS_IMPLS)
+
+
 def _ns_fn(ns_coeffs, ns_steps, eps, norm_scale, ns_dtype, ns_variant, ns_impl, interpret):
     """The orthogonaliser of one call, batched over the leading axis (XLA or Pallas)."""
-    table = ns_coefficients(ns_coeffs, ns_steps)  # validates early, Python floats
+    check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl)
+    table = ns_coefficients(ns_coeffs, ns_steps)  # Python floats
     dtype = jnp.dtype(ns_dtype)
     if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
         raise ValueError(f"ns_dtype {ns_dtype!r} not supported; valid: 'float32', 'bfloat16'")
@@ -213,6 +229,30 @@ def deferred(build: Callable[[Any], optax.GradientTransformation]):
         lambda u, s, p=None: build(describe_params(u)).update(u, s, p))
 
 
+def check_muon_args(*, learning_rate, ns_coeffs, ns_steps, ns_dtype, ns_variant, ns_impl,
+                    ns_chunk, eps, norm_scale, beta, update_scale, rms_target, weight_decay,
+                    adam_learning_rate, adam_b1, adam_b2, adam_eps, adam_weight_decay,
+                    **_) -> None:
+    """Every number and name of :func:`muon`, checked at construction: lr >= 0 (or a
+    schedule), momenta in [0, 1), decays >= 0, eps > 0, known Newton-Schulz settings."""
+    check_learning_rate("learning_rate", learning_rate)
+    if adam_learning_rate is not None:
+        check_learning_rate("adam_learning_rate", adam_learning_rate)
+    check_rate("momentum beta", beta)
+    check_rate("adam_b1", adam_b1)
+    check_rate("adam_b2", adam_b2)
+    check_nonnegative("weight_decay", weight_decay)
+    check_nonnegative("adam_weight_decay", adam_weight_decay)
+    check_positive("adam_eps", adam_eps)
+    check_positive("rms_target", rms_target)
+    if not isinstance(update_scale, (int, float)) or isinstance(update_scale, bool):
+        check_choice("update_scale", update_scale, UPDATE_SCALES)
+    if str(ns_dtype) not in ("float32", "bfloat16") and jnp.dtype(ns_dtype) not in (
+            jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+        raise ValueError(f"ns_dtype {ns_dtype!r} not supported; valid: 'float32', 'bfloat16'")
+    check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl)
+
+
 def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
          ns_coeffs="keller", ns_steps: int = 5, ns_dtype="float32", ns_variant: str = "auto",
          ns_impl: str = "xla", ns_chunk: int | str = "auto", eps: float = 1e-7,
@@ -251,7 +291,9 @@ def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
     """
     if infos is None:
         kwargs = _muon_kwargs(locals())
+        check_muon_args(**kwargs, learning_rate=learning_rate)
         return deferred(lambda i: muon(learning_rate, i, **kwargs))
+    check_muon_args(**_muon_kwargs(locals()), learning_rate=learning_rate)
     matrix_tx = optax.chain(
         scale_by_muon(infos, beta=beta, nesterov=nesterov, bias_correction=bias_correction,
                       update_scale=update_scale, rms_target=rms_target, mu_dtype=mu_dtype,

@@ -29,6 +29,7 @@ transpose of the left iteration on ``X^T`` without materialising a transpose.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import jax
@@ -100,14 +101,25 @@ def ns_coefficients(coeffs: str | Sequence, steps: int) -> tuple[Coeffs, ...]:
                              f"{sorted(COEFFICIENTS)} or explicit (a, b, c) tuples")
         table = COEFFICIENTS[coeffs]
     else:
-        seq = tuple(coeffs)
-        if len(seq) == 3 and all(isinstance(c, (int, float)) for c in seq):
+        bad = ValueError(f"Newton-Schulz coefficients must be a name in "
+                         f"{sorted(COEFFICIENTS)}, one (a, b, c) or a sequence of (a, b, c) "
+                         f"triples of numbers, got {coeffs!r}")
+        try:
+            seq = tuple(coeffs)
+        except TypeError:
+            raise bad from None
+        is_number = lambda c: isinstance(c, (int, float)) and not isinstance(c, bool)  # noqa: E731
+        if seq and all(is_number(c) for c in seq):
+            if len(seq) != 3:
+                raise bad
             table = (tuple(float(c) for c in seq),)
         else:
+            if not seq or any(not isinstance(t, Sequence) or len(t) != 3
+                              or not all(is_number(c) for c in t) for t in seq):
+                raise bad
             table = tuple(tuple(float(c) for c in t) for t in seq)
-        if not table or any(len(t) != 3 for t in table):
-            raise ValueError(f"Newton-Schulz coefficients must be (a, b, c) or a sequence of "
-                             f"(a, b, c) triples, got {coeffs!r}")
+        if not all(math.isfinite(c) for t in table for c in t):
+            raise ValueError(f"Newton-Schulz coefficients must be finite, got {coeffs!r}")
     table = tuple(table[:steps])
     return table + (table[-1],) * (steps - len(table))
 

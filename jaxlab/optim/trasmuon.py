@@ -52,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlab.optim.arg_checks import (check_choice, check_learning_rate, check_nonnegative,
+                                     check_positive, check_range, check_rate)
 from jaxlab.optim.matrix_stacking import orthogonalize_leaves
 from jaxlab.optim.muon import (
     decoupled_weight_decay,
@@ -145,10 +147,18 @@ def scale_by_trasmuon(infos: Any, *, b1: float = 0.95, b2: float = 0.95, b_energ
       update_scale, rms_target: see :func:`rms_scale`.
       ns_kwargs: Newton-Schulz settings (:func:`jaxlab.optim.muon.make_ns_fn`).
     """
+    for name, rate in (("b1", b1), ("b2", b2), ("b_energy", b_energy)):
+        check_rate(name, rate)
+    if c_ema is not None:
+        check_rate("c_ema", c_ema)
+    check_nonnegative("alpha", alpha)
+    check_range("c_min", c_min, 0.0, 1.0, lo_open=True)  # c_min > 1 would switch clipping off
+    check_positive("tau", tau)
+    check_positive("eps", eps)
+    check_choice("gate", gate, GATES)
     mats = matrix_infos(infos)
     ns_fn = make_ns_fn(**ns_kwargs)
     v_ax, e_ax = _axis(v_axis, "v_axis"), _axis(energy_axis, "energy_axis")
-    clip_factor(jnp.zeros(()), gate)  # validates the gate name
     scales = [rms_scale(i, update_scale, rms_target) for i in mats]
 
     def per_neuron(info: ParamInfo, ax: int) -> tuple[int, int]:
@@ -270,6 +280,14 @@ def trasmuon(learning_rate: optax.ScalarOrSchedule, infos: Any, *, weight_decay:
     The gin name ``trasmuon`` (:mod:`jaxlab.train.optimizer`) is this function with these
     defaults.
     """
+    check_learning_rate("learning_rate", learning_rate)
+    if adam_learning_rate is not None:
+        check_learning_rate("adam_learning_rate", adam_learning_rate)
+    check_nonnegative("weight_decay", weight_decay)
+    check_nonnegative("adam_weight_decay", adam_weight_decay)
+    check_rate("adam_b1", adam_b1)
+    check_rate("adam_b2", adam_b2)
+    check_positive("adam_eps", adam_eps)
     matrix_tx = optax.chain(scale_by_trasmuon(infos, **kwargs),
                             decoupled_weight_decay(weight_decay, infos, (MATRIX,), wd_mult),
                             optax.scale_by_learning_rate(learning_rate))

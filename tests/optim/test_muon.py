@@ -237,6 +237,29 @@ def test_bad_options_are_clear_errors(kwargs, match):
         muon(0.1, infos, **kwargs)
 
 
+@pytest.mark.parametrize("lr,kwargs,match", [
+    (-0.01, {}, r"learning_rate = -0.01 is outside \[0, inf\)"),
+    (float("nan"), {}, "learning_rate must be a number, got nan"),
+    (0.1, {"beta": 1.0}, r"momentum beta = 1.0 is outside \[0, 1\)"),
+    (0.1, {"beta": -0.1}, r"momentum beta = -0.1 is outside \[0, 1\)"),
+    (0.1, {"weight_decay": -0.1}, r"weight_decay = -0.1 is outside \[0, inf\)"),
+    (0.1, {"adam_weight_decay": -1}, r"adam_weight_decay = -1 is outside"),
+    (0.1, {"adam_b2": 1.2}, r"adam_b2 = 1.2 is outside \[0, 1\)"),
+    (0.1, {"ns_coeffs": (1.0, 2.0)}, r"one \(a, b, c\) or a sequence of \(a, b, c\) triples"),
+    (0.1, {"ns_coeffs": [(1.0, 2.0, 3.0), (1.0, 2.0)]}, "triples of numbers"),
+    (0.1, {"ns_variant": "fastest"}, "unknown ns_variant 'fastest'; valid: .'auto', 'plain', 'gram'"),
+    (0.1, {"ns_steps": 0}, "ns_steps must be an integer >= 1, got 0"),
+    (0.1, {"update_scale": "big"}, "unknown update_scale 'big'"),
+])
+@pytest.mark.parametrize("labelled", [True, False])
+def test_nonsense_is_refused_at_construction(lr, kwargs, match, labelled):
+    """Both with a labelled tree and deferred (infos=None, labelled at init): the error
+    comes from muon() itself, before any init or update."""
+    _, infos = model_tree()
+    with pytest.raises(ValueError, match=match):
+        muon(lr, infos if labelled else None, **kwargs)
+
+
 def test_bf16_newton_schulz_close_to_f32():
     params, infos = model_tree()
     g = random_like(params, 3)

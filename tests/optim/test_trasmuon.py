@@ -211,7 +211,13 @@ def test_axis_options_and_clip_ema():
 @pytest.mark.parametrize("kwargs,match", [({"gate": "hard"}, "unknown gate 'hard'"),
                                           ({"v_axis": "rows"}, "v_axis='rows'"),
                                           ({"energy_axis": "cols"}, "energy_axis='cols'"),
-                                          ({"update_scale": "big"}, "unknown update_scale")])
+                                          ({"update_scale": "big"}, "unknown update_scale"),
+                                          ({"c_min": 2.0}, r"c_min = 2.0 is outside \(0, 1\]"),
+                                          ({"c_min": 0.0}, r"c_min = 0.0 is outside \(0, 1\]"),
+                                          ({"alpha": -1.0}, r"alpha = -1.0 is outside \[0, inf\)"),
+                                          ({"b1": 1.0}, r"b1 = 1.0 is outside \[0, 1\)"),
+                                          ({"tau": 0.0}, r"tau = 0.0 is outside \(0, inf\)"),
+                                          ({"c_ema": 1.5}, r"c_ema = 1.5 is outside")])
 def test_bad_options_are_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         scale_by_trasmuon(describe_params(tree(jnp.zeros((2, FI, FO)))), **kwargs)
@@ -242,3 +248,15 @@ def test_non_matrix_leaves_go_to_adamw():
     u, _ = tx.update(g, tx.init(params), params)
     # Adam's first step is -lr * sign(g) (bias-corrected moments)
     np.testing.assert_allclose(u["embed"]["embedding"], -0.1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"learning_rate": -1e-3}, r"learning_rate = -0.001 is outside \[0, inf\)"),
+    ({"weight_decay": -0.1}, r"weight_decay = -0.1 is outside \[0, inf\)"),
+    ({"adam_b2": 1.0}, r"adam_b2 = 1.0 is outside \[0, 1\)"),
+])
+def test_trasmuon_rejects_bad_numbers_at_construction(kwargs, match):
+    infos = describe_params(tree(jnp.zeros((2, FI, FO))))
+    args = {"learning_rate": 1e-2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        trasmuon(args.pop("learning_rate"), infos, **args)
