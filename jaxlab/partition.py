@@ -111,8 +111,47 @@ def path_str(path) -> str:
     return "/".join(parts)
 
 
+def axes_from_dimension_numbers(path: str, shape: tuple[int, ...], dims: Any) -> tuple[int, int]:
+    """``(batch_ndim, fan_in_ndim)`` from an ``optax.contrib.MuonDimensionNumbers``
+    (``reduction_axis`` = fan-in, ``output_axis`` = fan-out, every other axis a batch).
+    jaxlab reshapes without transposing, so the batch axes must lead and the fan-in axes
+    precede the fan-out axes; another layout is an error naming the leaf."""
+    ndim = len(shape)
+    as_tuple = lambda a: tuple(sorted(x % ndim for x in ((a,) if isinstance(a, int) else a)))  # noqa: E731
+    red, out = as_tuple(dims.reduction_axis), as_tuple(dims.output_axis)
+    batch = tuple(i for i in range(ndim) if i not in red and i not in out)
+    if set(red) & set(out) or not red or not out or (batch + red + out) != tuple(range(ndim)):
+        raise ValueError(
+            f"{path!r} of shape {shape}: MuonDimensionNumbers(reduction_axis={dims.reduction_axis}, "
+            f"output_axis={dims.output_axis}) must name batch axes first, then the fan-in "
+            "(reduction) axes, then the fan-out (output) axes, contiguously")
+    return len(batch), len(red)
+
+
+_STACK_NAMES = ("blocks", "layers", "scan", "experts", "stack")
+
+
+def _plain_matrix_axes(path: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    """The documented rule for a hidden matrix of a plain pytree (no metadata): each stack
+    component of the path (``blocks``, ``layers``, ``scan``, ``experts``, ``stack``) is one
+    leading batch axis, and what remains must be a 2-D ``fan_in x fan_out`` matrix. So
+    ``layers/mlp (L, D, F)`` is L matrices and ``layers/experts/w (L, E, D, F)`` is L E
+    matrices. Any other rank is ambiguous (is a ``(D, H, Dh)`` kernel ``D x (H Dh)`` or H
+    matrices?) and an error that names the leaf and how to state its axes."""
+    k = sum(part in _STACK_NAMES for part in path.split("/"))
+    if len(shape) == 2 + k:
+        return k, 1
+    raise ValueError(
+        f"cannot tell the matrix axes of {path!r} with shape {shape} in a plain pytree: its "
+        f"path has {k} stack component(s) ({'/'.join(_STACK_NAMES)}), so the rule expects "
+        f"{2 + k} axes (stacks, fan_in, fan_out). Say them with axis_overrides={{regex: "
+        "(batch_ndim, fan_in_ndim)}} or dimension_numbers (optax.contrib."
+        "MuonDimensionNumbers), or label the leaf with overrides={regex: 'vector'} to keep "
+        "it out of the matrix optimizer")
+
+
 def _describe_leaf(path: str, leaf: Any, overrides: Mapping[str, str],
-                   axis_overrides: Mapping[str, tuple[int, int]]) -> ParamInfo:
+                   axis_overrides: Mapping[str, tuple[int, int]], dims: Any = None) -> ParamInfo:
     meta = leaf.get_metadata() if is_variable(leaf) else {}
     value = leaf.get_value() if is_variable(leaf) else leaf
     shape = tuple(value.shape)
@@ -126,6 +165,9 @@ def _describe_leaf(path: str, leaf: Any, overrides: Mapping[str, str],
     else:
         batch_ndim = len(shape) - 2 if len(shape) > 2 and _STACK_PATTERN.search(path) else 0
     fan_in_ndim = meta.get("fan_in_ndim", 1)
+    said = dims is not None or any(re.search(p, path) for p in axis_overrides)
+    if dims is not None:
+        batch_ndim, fan_in_ndim = axes_from_dimension_numbers(path, shape, dims)
     for pattern, (b, f) in axis_overrides.items():
         if re.search(pattern, path):
             batch_ndim, fan_in_ndim = b, f
@@ -148,6 +190,9 @@ def _describe_leaf(path: str, leaf: Any, overrides: Mapping[str, str],
             label = MATRIX
     if label not in LABELS:
         raise ValueError(f"label {label!r} for {path!r} is not one of {LABELS}")
+    if label == MATRIX and axes is None and "fan_in_ndim" not in meta and not said:
+        batch_ndim, fan_in_ndim = _plain_matrix_axes(path, shape)
+        core = shape[batch_ndim:]
     if label == MATRIX and not 0 < fan_in_ndim < len(core):
         raise ValueError(
             f"matrix {path!r} of shape {shape} with batch_ndim={batch_ndim} cannot have "
@@ -158,23 +203,52 @@ def _describe_leaf(path: str, leaf: Any, overrides: Mapping[str, str],
 
 
 def describe_params(params: Any, overrides: Mapping[str, str] | None = None,
-                    axis_overrides: Mapping[str, tuple[int, int]] | None = None) -> Any:
+                    axis_overrides: Mapping[str, tuple[int, int]] | None = None,
+                    dimension_numbers: Any = None) -> Any:
     """A tree of :class:`ParamInfo`, one per leaf, with the structure of ``params``.
 
     For an ``nnx.State`` the ``nnx.Variable`` nodes are replaced by their ParamInfo, so the
     result is a prefix of ``params`` (what ``optax.partition`` expects of labels).
+    Matrix axes come from the model's metadata, else from ``dimension_numbers`` or
+    ``axis_overrides``, else from the plain-pytree rule (2-D: one matrix; 3-D under a
+    stack path: a stack; anything else an error naming the leaf). :func:`matrix_table`
+    prints what was chosen.
 
     Args:
       params: ``nnx.State``, abstract state, or any pytree of arrays.
       overrides: ``{regex on the path: label}``; later entries win.
       axis_overrides: ``{regex: (batch_ndim, fan_in_ndim)}`` for unusual layouts.
+      dimension_numbers: a tree with the structure of ``params`` whose leaves are
+        ``optax.contrib.MuonDimensionNumbers`` or None (optax's ``muon_weight_dimension_numbers``).
     """
     overrides = dict(overrides or {})
     axis_overrides = dict(axis_overrides or {})
-    return jax.tree_util.tree_map_with_path(
-        lambda p, x: _describe_leaf(path_str(p), x, overrides, axis_overrides),
-        params, is_leaf=is_variable,
-    )
+    if dimension_numbers is None:
+        return jax.tree_util.tree_map_with_path(
+            lambda p, x: _describe_leaf(path_str(p), x, overrides, axis_overrides),
+            params, is_leaf=is_variable)
+    is_dims = lambda d: d is None or hasattr(d, "reduction_axis")  # noqa: E731
+    dims = jax.tree.leaves(dimension_numbers, is_leaf=is_dims)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_variable)
+    if len(dims) != len(flat):
+        raise ValueError(f"dimension_numbers has {len(dims)} leaves for {len(flat)} params; "
+                         "give one MuonDimensionNumbers (or None) per parameter")
+    return jax.tree_util.tree_unflatten(treedef, [
+        _describe_leaf(path_str(p), x, overrides, axis_overrides, d)
+        for (p, x), d in zip(flat, dims)])
+
+
+def matrix_table(infos: Any) -> str:
+    """One line per leaf: path, shape, label and, for matrices, how the optimizer sees
+    them (``L x fan_in x fan_out``), to check the inferred shapes before training."""
+    rows = []
+    for i in infos_list(infos):
+        seen = (f"{i.num_matrices} x {i.fan_in} x {i.fan_out}" if i.label == MATRIX else "")
+        rows.append((i.path, str(i.shape), i.label, seen))
+    widths = [max(len(r[k]) for r in rows + [("path", "shape", "label", "matrices")])
+              for k in range(4)]
+    lines = [("path", "shape", "label", "matrices (count x fan_in x fan_out)"), *rows]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
 
 
 def label_params(params: Any, overrides: Mapping[str, str] | None = None, **kw) -> Any:

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from jaxlab.nn import ModelConfig, TransformerLM
-from jaxlab.partition import ParamInfo, describe_params, infos_list, label_params
+from jaxlab.partition import ParamInfo, describe_params, infos_list, label_params, matrix_table
 
 
 def by_path(infos):
@@ -96,3 +96,52 @@ def test_overrides():
         describe_params(params, {"h/w": "weights"})
     with pytest.raises(ValueError, match="cannot have fan_in_ndim=3"):
         describe_params({"k": jnp.zeros((4, 4, 4))}, axis_overrides={"k": (0, 3)})
+
+
+@pytest.mark.parametrize("path,shape", [
+    (("blocks", "attn", "q"), (3, 64, 4, 16)),     # (L, D, H, Dh): the rule cannot tell
+    (("attn", "o"), (4, 16, 64)),                  # (H, Dh, D) outside any stack
+    (("proj",), (2, 3, 4, 5, 6)),
+])
+def test_plain_pytree_leaf_the_rule_cannot_decide_is_an_error(path, shape):
+    params = {path[0]: jnp.zeros(shape)} if len(path) == 1 else {
+        path[0]: {path[1]: jnp.zeros(shape)} if len(path) == 2 else
+        {path[1]: {path[2]: jnp.zeros(shape)}}}
+    with pytest.raises(ValueError, match=rf"'{'/'.join(path)}' with shape \({shape[0]}, "):
+        describe_params(params)
+
+
+def test_plain_pytree_axes_said_by_overrides_or_optax_dimension_numbers():
+    """A (L, D, H, Dh) query kernel as L matrices of D x (H Dh), said either way; optax's
+    MuonDimensionNumbers are accepted as they are (batch axes implicit)."""
+    from optax.contrib import MuonDimensionNumbers
+
+    params = {"blocks": {"q": jnp.zeros((3, 64, 4, 16)), "mlp": jnp.zeros((3, 64, 128))},
+              "attn_out": jnp.zeros((4, 16, 64))}
+    by_regex = by_path(describe_params(params, axis_overrides={r"blocks/q$": (1, 1),
+                                                               r"attn_out": (0, 2)}))
+    dims = {"blocks": {"q": MuonDimensionNumbers(reduction_axis=1, output_axis=(2, 3)),
+                       "mlp": None},
+            "attn_out": MuonDimensionNumbers(reduction_axis=(0, 1), output_axis=2)}
+    by_dims = by_path(describe_params(params, dimension_numbers=dims))
+    for infos in (by_regex, by_dims):
+        q, o, mlp = infos["blocks/q"], infos["attn_out"], infos["blocks/mlp"]
+        assert (q.num_matrices, q.fan_in, q.fan_out) == (3, 64, 64)
+        assert (o.num_matrices, o.fan_in, o.fan_out) == (1, 64, 64)
+        assert (mlp.num_matrices, mlp.fan_in, mlp.fan_out) == (3, 64, 128)  # the rule
+    bad = {"blocks": {"q": MuonDimensionNumbers(reduction_axis=3, output_axis=1), "mlp": None},
+           "attn_out": None}
+    with pytest.raises(ValueError, match="'blocks/q' of shape .* must name batch axes first"):
+        describe_params({"blocks": params["blocks"], "attn_out": jnp.zeros((4, 4))},
+                        dimension_numbers=bad)
+
+
+def test_matrix_table_prints_the_chosen_shapes():
+    params = {"wte": jnp.zeros((100, 16)), "layers": {"mlp": jnp.zeros((3, 16, 64)),
+                                                      "ln": jnp.zeros((3, 16))}}
+    table = matrix_table(describe_params(params))
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["path", "shape", "label"]
+    mlp = next(line for line in lines if line.startswith("layers/mlp"))
+    assert "(3, 16, 64)" in mlp and "matrix" in mlp and mlp.endswith("3 x 16 x 64")
+    assert next(line for line in lines if line.startswith("wte")).split()[-1] == "embedding"
