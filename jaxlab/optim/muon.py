@@ -33,11 +33,15 @@ import jax.numpy as jnp
 import optax
 
 from jaxlab.optim import layerwise as layerwise_lib
-from jaxlab.optim.arg_checks import (check_choice, check_learning_rate, check_nonnegative,
-                                     check_positive, check_rate)
+from jaxlab.optim.arg_checks import (
+    check_choice,
+    check_learning_rate,
+    check_nonnegative,
+    check_positive,
+    check_rate,
+)
 from jaxlab.optim.matrix_stacking import in_chunks, orthogonalize_leaves
-from jaxlab.optim.newton_schulz import (VARIANTS, default_norm_scale, newton_schulz,
-                                        ns_coefficients)
+from jaxlab.optim.newton_schulz import VARIANTS, default_norm_scale, newton_schulz, ns_coefficients
 from jaxlab.partition import MATRIX, ParamInfo, describe_params, infos_list
 
 UPDATE_SCALES = ("keller", "moonlight", "none")

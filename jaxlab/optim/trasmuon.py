@@ -52,8 +52,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxlab.optim.arg_checks import (check_choice, check_learning_rate, check_nonnegative,
-                                     check_positive, check_range, check_rate)
+from jaxlab.optim.arg_checks import (
+    check_choice,
+    check_learning_rate,
+    check_nonnegative,
+    check_positive,
+    check_range,
+    check_rate,
+)
 from jaxlab.optim.matrix_stacking import orthogonalize_leaves
 from jaxlab.optim.muon import (
     decoupled_weight_decay,

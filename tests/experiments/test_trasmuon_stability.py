@@ -26,16 +26,17 @@ def _clean_gin():
     gin.clear_config()
 
 
-@pytest.mark.parametrize("preset,n_lr,seeds,model", [("tiny", 2, 1, "d32"),
-                                                     ("smoke", 7, 1, "d64"),
-                                                     ("cpu", 7, 1, "d128"),
-                                                     (None, 9, 2, "d512")])
-def test_presets_expand_to_the_grid(tmp_path, preset, n_lr, seeds, model):
+@pytest.mark.parametrize("preset,n_lr,warmups,seeds,model", [
+    ("tiny", 2, {"w0"}, 1, "d32"),           # the test suite's: no warmup arm
+    ("smoke", 7, {"w0", "w5"}, 1, "d64"),
+    ("cpu", 7, {"w0", "w5"}, 1, "d128"),
+    (None, 9, {"w0", "w5"}, 2, "d512")])
+def test_presets_expand_to_the_grid(tmp_path, preset, n_lr, warmups, seeds, model):
     plan = load_plan(SWEEP, preset, tmp_path)
-    assert len(plan.runs) == 4 * n_lr * 2 * seeds
+    assert len(plan.runs) == 4 * n_lr * len(warmups) * seeds
     labels = [dict(r.labels) for r in plan.runs]
     assert {x["arm"] for x in labels} == set(ARMS)
-    assert {x["warmup"] for x in labels} == {"w0", "w5"}
+    assert {x["warmup"] for x in labels} == warmups
     assert {x["model"] for x in labels} == {model}
     lrs = sorted({dict(r.bindings)["build_optimizer.learning_rate"] for r in plan.runs},
                  key=float)

@@ -39,9 +39,10 @@ def losses(workdir):
 
 
 def test_d128_learns_pystdlib(tmp_path):
-    """d=128, 2 layers, 400 steps of 16 x 128 bytes: train loss below 2.4 nats/byte."""
-    cfg = TrainConfig(steps=400, batch_size=16, seq_len=128, eval_every=0, checkpoint_every=0,
-                      mesh="data=1", progress=False)
+    """d=128, 2 layers, 200 steps of 16 x 128 bytes: train loss below 2.4 nats/byte (a
+    400-step run passes 2.4 at step ~110 and ends at 1.79)."""
+    cfg = TrainConfig(steps=200, batch_size=16, seq_len=128, eval_every=0, checkpoint_every=0,
+                      mesh="data=1", progress=False, log_every=5)
     summary = train(tmp_path, ModelConfig(d_model=128, n_layers=2, n_heads=4), cfg=cfg)
     assert summary["status"] == "done"
     assert summary["final_train_loss"] < 2.4, summary
