@@ -121,9 +121,18 @@ def _with_vertex(df: pd.DataFrame) -> pd.DataFrame:
     return df[n >= 3].reset_index(drop=True)
 
 
+MIN_TPP_SPAN = 2.0   # the law needs interior vertices at TPPs at least this far apart
+
+
 def _tau_law_constants(d: pd.DataFrame) -> dict[str, float]:
-    law = fit_tau_law(tau_opt_from_sweep(d["N"], d["D"], d["tau"], d["loss"],
-                                         neighbours=NEIGHBOURS))
+    optima = tau_opt_from_sweep(d["N"], d["D"], d["tau"], d["loss"], neighbours=NEIGHBOURS)
+    tpp = [o.tpp for o in optima if o.inside]
+    if len(tpp) < 2 or max(tpp) / min(tpp) < MIN_TPP_SPAN:
+        # e.g. a resample whose only interior vertices are TPP 5.01 and 5.04: a line
+        # through them has any slope
+        raise ValueError(f"interior vertices at TPP {sorted(round(t, 2) for t in tpp)} span "
+                         f"less than {MIN_TPP_SPAN}x")
+    law = fit_tau_law(optima)
     return {"k": law.k, "a": law.a}
 
 
