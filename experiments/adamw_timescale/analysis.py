@@ -35,7 +35,7 @@ from jaxlab.scaling.bootstrap import bootstrap_fit, intervals_table
 from jaxlab.scaling.laws import POWER_LINES_TAU
 from jaxlab.scaling.plots import save_figure
 from jaxlab.scaling.power_law_fit import fit_pure_power_law
-from jaxlab.scaling.report import markdown_table, provenance, provenance_markdown
+from jaxlab.scaling.report import markdown_table, provenance, provenance_markdown, verdict
 from jaxlab.scaling.results import load_runs
 from jaxlab.scaling.weight_decay_fit import around_best, fit_tau_law, tau_opt_from_sweep
 
@@ -346,10 +346,6 @@ def claims(law: dict | None, blaw: dict | None) -> dict[str, dict]:
     return out
 
 
-def _verdict(held) -> str:
-    return "undecided" if held is None else "held" if held else "did not hold"
-
-
 def _optima_table(optima: list[dict]) -> str:
     rows = []
     for o in optima:
@@ -374,7 +370,7 @@ def report(sweep_dir, runs, n_boot: int = N_BOOT) -> dict:
     blaw = batch_law(df, n_boot) if len(df) else None
     verdicts = claims(law, blaw)
     for key, v in verdicts.items():
-        out["lines"].append(f"{PAPER[key]}: {_verdict(v['held'])} ({v['text']})")
+        out["lines"].append(f"{PAPER[key]}: {verdict(v['held'], missing='undecided')} ({v['text']})")
     md = ["# AdamW timescale against tokens per parameter (arXiv 2505.13738)\n",
           f"Sweep `{sweep_dir.name}`, {len(runs)} runs ({len(df)} used"
           + (f", {unfinished} not finished yet" if unfinished else "") + "), written "
@@ -383,7 +379,7 @@ def report(sweep_dir, runs, n_boot: int = N_BOOT) -> dict:
           "parameters. Intervals: percentile bootstrap over runs "
           f"({n_boot} resamples; within a cell for its vertex, within cells for the laws).\n",
           "## Claims at this scale\n",
-          *[f"- **{_verdict(v['held'])}**: {PAPER[k]}. Ours: {v['text']}."
+          *[f"- **{verdict(v['held'], missing='undecided')}**: {PAPER[k]}. Ours: {v['text']}."
             for k, v in verdicts.items()], ""]
     if len(df):
         paths = _plot_tau_opt(optima, law, sweep_dir / "tau_opt_vs_tpp")

@@ -31,7 +31,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxlab.scaling.plots import save_figure
-from jaxlab.scaling.report import markdown_table, provenance, provenance_markdown
+from jaxlab.scaling.report import markdown_table, provenance, provenance_markdown, verdict
 from jaxlab.train.metrics import read_metrics
 
 ARMS = ("plain", "layerwise")
@@ -157,14 +157,6 @@ def sigma_table(rows: list[dict], transfer: dict, n_boot: int = N_BOOT, seed: in
     return out
 
 
-def _verdict(held) -> str:
-    if held is None:
-        return "n/a (runs missing)"
-    if held == "noise":
-        return f"inconclusive (within {MATCH_NATS} nats, the seed noise)"
-    return "held" if held else "did not hold"
-
-
 def claims(transfer: dict, sigma: dict) -> dict[str, dict]:
     """Each claim of :data:`PAPER` with our figures and whether it held (True / False,
     ``"noise"`` where a difference is within :data:`MATCH_NATS`, None: runs missing)."""
@@ -287,7 +279,7 @@ def report(sweep_dir, runs, n_boot: int = N_BOOT) -> dict:
     verdicts = claims(transfer, sigma)
     out: dict = {"report": sweep_dir / "report.md", "plots": [], "lines": []}
     for key, v in verdicts.items():
-        out["lines"].append(f"{PAPER[key]}: {_verdict(v['held'])} ({v['text']})")
+        out["lines"].append(f"{PAPER[key]}: {verdict(v['held'], MATCH_NATS)} ({v['text']})")
     md = ["# Layerwise weight decay across widths (arXiv 2510.15262)\n",
           f"Sweep `{sweep_dir.name}`, {len(rows)} runs ({len(done)} done), written "
           f"{time.strftime('%Y-%m-%d %H:%M')}. Loss: validation loss at the end of each run "
@@ -295,7 +287,7 @@ def report(sweep_dir, runs, n_boot: int = N_BOOT) -> dict:
           "lr and wd are the base values; the layerwise arm multiplies a hidden matrix's "
           "lr by base/d and its decay by sqrt(d/base).\n",
           "## Claims at this scale\n",
-          *[f"- **{_verdict(v['held'])}**: {PAPER[k]}. Ours: {v['text']}."
+          *[f"- **{verdict(v['held'], MATCH_NATS)}**: {PAPER[k]}. Ours: {v['text']}."
             for k, v in verdicts.items()], ""]
     if transfer:
         s = transfer["setting"]

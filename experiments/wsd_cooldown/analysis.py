@@ -28,7 +28,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxlab.scaling.plots import save_figure
-from jaxlab.scaling.report import markdown_table, provenance, provenance_markdown
+from jaxlab.scaling.report import markdown_table, provenance, provenance_markdown, verdict
 from jaxlab.train.metrics import read_metrics
 
 SCHEDULES = ("cosine", "wsd_linear", "wsd_1sqrt", "wsd_cosine", "constant")
@@ -179,14 +179,6 @@ def _plot_schedules(rows: list[dict], stem: Path) -> list[str]:
     return save_figure(fig, stem)
 
 
-def _verdict(held: bool | str | None) -> str:
-    if held is None:
-        return "n/a (runs missing)"
-    if held == "noise":
-        return f"inconclusive (within {MATCH_NATS} nats, the seed noise)"
-    return "held" if held else "did not hold"
-
-
 def claims(rows: list[dict], fam: dict) -> dict[str, dict]:
     """Each claim of :data:`PAPER` with our figures and whether it held (True / False,
     or ``"noise"`` where a difference of one sign or the other is within the seed
@@ -244,13 +236,13 @@ def report(sweep_dir, runs) -> dict:
     verdicts = claims(rows, fam)
     out: dict = {"report": sweep_dir / "report.md", "plots": [], "lines": []}
     for key, v in verdicts.items():
-        out["lines"].append(f"{PAPER[key]}: {_verdict(v['held'])} ({v['text']})")
+        out["lines"].append(f"{PAPER[key]}: {verdict(v['held'], MATCH_NATS)} ({v['text']})")
     md = ["# WSD cooldowns and branched cooldowns (arXiv 2405.18392)\n",
           f"Sweep `{sweep_dir.name}`, {len(rows)} runs ({len(done)} done), written "
           f"{time.strftime('%Y-%m-%d %H:%M')}. Loss: validation loss at the end of each run "
           f"(nats per byte); one seed, so differences under ~{MATCH_NATS} nats are noise.\n",
           "## Claims at this scale\n",
-          *[f"- **{_verdict(v['held'])}**: {PAPER[k]}. Ours: {v['text']}."
+          *[f"- **{verdict(v['held'], MATCH_NATS)}**: {PAPER[k]}. Ours: {v['text']}."
             for k, v in verdicts.items()], ""]
     if done:
         paths = _plot_loss_vs_lr(done, sweep_dir / "loss_vs_lr")

@@ -87,8 +87,15 @@ def make_ns_fn(ns_coeffs="keller", ns_steps: int = 5, *, eps: float = 1e-7,
                             ns_impl, interpret), ns_chunk)
 
 
-def check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl) -> None:
+def check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl,
+                  ns_dtype="float32") -> None:
     """Newton-Schulz settings, checked when an optimizer is built (names the bad one)."""
+    try:
+        dtype = jnp.dtype(ns_dtype)
+    except TypeError:
+        dtype = None
+    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+        raise ValueError(f"ns_dtype {ns_dtype!r} not supported; valid: 'float32', 'bfloat16'")
     if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 1:
         raise ValueError(f"ns_steps must be an integer >= 1, got {ns_steps!r}")
     ns_coefficients(ns_coeffs, ns_steps)
@@ -101,11 +108,9 @@ def check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl) -> 
 
 def _ns_fn(ns_coeffs, ns_steps, eps, norm_scale, ns_dtype, ns_variant, ns_impl, interpret):
     """The orthogonaliser of one call, batched over the leading axis (XLA or Pallas)."""
-    check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl)
+    check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl, ns_dtype)
     table = ns_coefficients(ns_coeffs, ns_steps)  # Python floats
     dtype = jnp.dtype(ns_dtype)
-    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-        raise ValueError(f"ns_dtype {ns_dtype!r} not supported; valid: 'float32', 'bfloat16'")
     if ns_impl == "xla":
         return lambda x: newton_schulz(x, ns_coeffs, ns_steps, eps=eps, norm_scale=norm_scale,
                                        compute_dtype=dtype, variant=ns_variant)
@@ -251,10 +256,7 @@ def check_muon_args(*, learning_rate, ns_coeffs, ns_steps, ns_dtype, ns_variant,
     check_positive("rms_target", rms_target)
     if not isinstance(update_scale, (int, float)) or isinstance(update_scale, bool):
         check_choice("update_scale", update_scale, UPDATE_SCALES)
-    if str(ns_dtype) not in ("float32", "bfloat16") and jnp.dtype(ns_dtype) not in (
-            jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-        raise ValueError(f"ns_dtype {ns_dtype!r} not supported; valid: 'float32', 'bfloat16'")
-    check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl)
+    check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl, ns_dtype)
 
 
 def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,

@@ -40,6 +40,18 @@ def _cell(v) -> str:
     return str(v)
 
 
+def verdict(held: bool | str | None, noise_nats: float | None = None,
+            missing: str = "n/a (runs missing)") -> str:
+    """A study's plain verdict on a claim: ``True`` held, ``False`` did not hold,
+    ``"noise"`` inconclusive (a difference within ``noise_nats``, the seed noise), None
+    ``missing`` (the runs, or an interval, to decide it are missing)."""
+    if held is None:
+        return missing
+    if held == "noise":
+        return f"inconclusive (within {noise_nats} nats, the seed noise)"
+    return "held" if held else "did not hold"
+
+
 def markdown_table(rows: list[dict]) -> str:
     """Markdown table from dicts (columns: union of keys, first-seen order)."""
     if not rows:
