@@ -134,6 +134,42 @@ def in_chunks(ns_fn: Callable[[jax.Array], jax.Array],
     return fn
 
 
+def map_stacked(fn: Callable[..., tuple[jax.Array, ...]],
+                inputs: Sequence[tuple[jax.Array, ...]], infos: Sequence[ParamInfo], *,
+                stack: bool = True, shard: bool = True) -> list[tuple[jax.Array, ...]]:
+    """``fn`` on stacks of the per-matrix arrays of all leaves with one matrix shape.
+
+    The general form of :func:`orthogonalize_leaves`, for optimizers whose per-matrix step
+    has more than one input or output (Dion's momentum and right factor).
+
+    Args:
+      fn: ``(*arrays (N, ...)) -> tuple of (N, ...)``, independent along N.
+      inputs: per leaf, a tuple of arrays whose leading axis is the leaf's
+        ``infos[k].num_matrices`` (any trailing shape, the same for leaves of one shape).
+      infos: the leaves' :class:`ParamInfo` (label ``matrix``).
+      stack, shard: as in :func:`orthogonalize_leaves`; padding matrices are zeros and
+        their outputs are dropped.
+    Returns:
+      per leaf, ``fn``'s outputs split back (leading axis ``num_matrices``).
+    """
+    if len(inputs) != len(infos):
+        raise ValueError(f"{len(inputs)} leaves but {len(infos)} ParamInfos")
+    out: list[tuple | None] = [None] * len(inputs)
+    mesh = mesh_of(inputs[0][0]) if (shard and inputs) else None
+    for group in plan_stacks(infos, stack):
+        args = []
+        for j in range(len(inputs[group.indices[0]])):
+            parts = [inputs[i][j] for i in group.indices]
+            x = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
+            args.append(x if mesh is None else _shard_stack(x, mesh))
+        ys = tuple(y[: group.num_matrices] for y in fn(*args))
+        offset = 0
+        for i, size in zip(group.indices, group.sizes):
+            out[i] = tuple(y[offset: offset + size] for y in ys)
+            offset += size
+    return out
+
+
 def orthogonalize_leaves(leaves: Sequence[jax.Array], infos: Sequence[ParamInfo],
                          ns_fn: Callable[[jax.Array], jax.Array], *, stack: bool = True,
                          shard: bool = True) -> list[jax.Array]:
@@ -148,16 +184,7 @@ def orthogonalize_leaves(leaves: Sequence[jax.Array], infos: Sequence[ParamInfo]
     """
     if len(leaves) != len(infos):
         raise ValueError(f"{len(leaves)} leaves but {len(infos)} ParamInfos")
-    out: list[jax.Array | None] = [None] * len(leaves)
-    mesh = mesh_of(leaves[0]) if (shard and leaves) else None
-    for group in plan_stacks(infos, stack):
-        parts = [infos[i].as_matrices(leaves[i]) for i in group.indices]
-        x = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
-        if mesh is not None:
-            x = _shard_stack(x, mesh)
-        y = ns_fn(x)[: group.num_matrices]
-        offset = 0
-        for i, size in zip(group.indices, group.sizes):
-            out[i] = infos[i].from_matrices(y[offset: offset + size])
-            offset += size
-    return out
+    outs = map_stacked(lambda x: (ns_fn(x),),
+                       [(info.as_matrices(x),) for x, info in zip(leaves, infos)], infos,
+                       stack=stack, shard=shard)
+    return [info.from_matrices(y) for (y,), info in zip(outs, infos)]

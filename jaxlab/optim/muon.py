@@ -41,7 +41,13 @@ from jaxlab.optim.arg_checks import (
     check_rate,
 )
 from jaxlab.optim.matrix_stacking import in_chunks, orthogonalize_leaves
-from jaxlab.optim.newton_schulz import VARIANTS, default_norm_scale, newton_schulz, ns_coefficients
+from jaxlab.optim.newton_schulz import (
+    PRECONDITIONERS,
+    VARIANTS,
+    default_norm_scale,
+    newton_schulz,
+    ns_coefficients,
+)
 from jaxlab.partition import MATRIX, ParamInfo, describe_params, infos_list
 
 UPDATE_SCALES = ("keller", "moonlight", "none")
@@ -79,16 +85,18 @@ def shape_scale(info: ParamInfo, update_scale: str | float, rms_target: float = 
 def make_ns_fn(ns_coeffs="keller", ns_steps: int = 5, *, eps: float = 1e-7,
                norm_scale: float | None = None, ns_dtype="float32", ns_variant: str = "auto",
                ns_impl: str = "xla", ns_chunk: int | str = "auto",
+               ns_precondition: str = "frobenius",
                interpret: bool | None = None) -> Callable:
     """``(N, fan_in, fan_out) -> (N, fan_in, fan_out)`` orthogonaliser (see
     :func:`jaxlab.optim.newton_schulz.newton_schulz` for the arguments; ``ns_chunk``:
-    matrices per sequential call, :func:`jaxlab.optim.matrix_stacking.chunk_size`)."""
+    matrices per sequential call, :func:`jaxlab.optim.matrix_stacking.chunk_size`;
+    ``ns_precondition``: ``'frobenius'`` or ``'aol'``, XLA only)."""
     return in_chunks(_ns_fn(ns_coeffs, ns_steps, eps, norm_scale, ns_dtype, ns_variant,
-                            ns_impl, interpret), ns_chunk)
+                            ns_impl, interpret, ns_precondition), ns_chunk)
 
 
 def check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl,
-                  ns_dtype="float32") -> None:
+                  ns_dtype="float32", ns_precondition="frobenius") -> None:
     """Newton-Schulz settings, checked when an optimizer is built (names the bad one)."""
     try:
         dtype = jnp.dtype(ns_dtype)
@@ -104,16 +112,23 @@ def check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl,
         check_positive("norm_scale", norm_scale)
     check_choice("ns_variant", ns_variant, VARIANTS)
     check_choice("ns_impl", ns_impl, NS_IMPLS)
+    check_choice("ns_precondition", ns_precondition, PRECONDITIONERS)
+    if ns_precondition != "frobenius" and ns_impl != "xla":
+        raise ValueError(f"ns_precondition={ns_precondition!r} needs ns_impl='xla' (the "
+                         f"Pallas kernel normalises by the Frobenius norm), got {ns_impl!r}")
 
 
-def _ns_fn(ns_coeffs, ns_steps, eps, norm_scale, ns_dtype, ns_variant, ns_impl, interpret):
+def _ns_fn(ns_coeffs, ns_steps, eps, norm_scale, ns_dtype, ns_variant, ns_impl, interpret,
+           ns_precondition="frobenius"):
     """The orthogonaliser of one call, batched over the leading axis (XLA or Pallas)."""
-    check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl, ns_dtype)
+    check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl, ns_dtype,
+                  ns_precondition)
     table = ns_coefficients(ns_coeffs, ns_steps)  # Python floats
     dtype = jnp.dtype(ns_dtype)
     if ns_impl == "xla":
         return lambda x: newton_schulz(x, ns_coeffs, ns_steps, eps=eps, norm_scale=norm_scale,
-                                       compute_dtype=dtype, variant=ns_variant)
+                                       compute_dtype=dtype, variant=ns_variant,
+                                       precondition=ns_precondition)
     if ns_impl == "pallas":
         from pallas_kernels.newton_schulz.ops import newton_schulz as pallas_ns
 
@@ -231,6 +246,44 @@ def with_adamw_for_the_rest(matrix_tx: optax.GradientTransformation, infos: Any,
     return optax.partition({MUON_GROUP: matrix_tx, ADAM_GROUP: adam}, group_labels(infos))
 
 
+def check_group_args(*, learning_rate, weight_decay, adam_learning_rate, adam_b1, adam_b2,
+                     adam_eps, adam_weight_decay, **_) -> None:
+    """The learning rates (>= 0 or a schedule), decays (>= 0), AdamW betas ([0, 1)) and
+    eps (> 0) of a Muon-family optimizer, checked at construction."""
+    check_learning_rate("learning_rate", learning_rate)
+    if adam_learning_rate is not None:
+        check_learning_rate("adam_learning_rate", adam_learning_rate)
+    check_nonnegative("weight_decay", weight_decay)
+    check_nonnegative("adam_weight_decay", adam_weight_decay)
+    check_rate("adam_b1", adam_b1)
+    check_rate("adam_b2", adam_b2)
+    check_positive("adam_eps", adam_eps)
+
+
+def with_matrix_optimizer(direction: optax.GradientTransformation, infos: Any,
+                          learning_rate: optax.ScalarOrSchedule, *, weight_decay: float,
+                          adam_learning_rate, adam_b1: float, adam_b2: float,
+                          adam_eps: float, adam_weight_decay: float, wd_mult: Any = None,
+                          adam_nesterov: bool = False,
+                          mu_dtype=None) -> optax.GradientTransformation:
+    """The whole optimizer of a Muon-family method: ``direction`` (a transform of the
+    matrix leaves) with decoupled decay and ``learning_rate`` on the matrices, AdamW on
+    the rest (lr ``adam_learning_rate``, None: ``learning_rate``). Checks the arguments
+    (:func:`check_group_args`)."""
+    check_group_args(learning_rate=learning_rate, weight_decay=weight_decay,
+                     adam_learning_rate=adam_learning_rate, adam_b1=adam_b1, adam_b2=adam_b2,
+                     adam_eps=adam_eps, adam_weight_decay=adam_weight_decay)
+    matrix_tx = optax.chain(direction,
+                            decoupled_weight_decay(weight_decay, infos, (MATRIX,), wd_mult),
+                            optax.scale_by_learning_rate(learning_rate))
+    return with_adamw_for_the_rest(
+        matrix_tx, infos, adam_learning_rate=(learning_rate if adam_learning_rate is None
+                                              else adam_learning_rate),
+        adam_b1=adam_b1, adam_b2=adam_b2, adam_eps=adam_eps,
+        adam_weight_decay=adam_weight_decay, adam_nesterov=adam_nesterov, wd_mult=wd_mult,
+        mu_dtype=mu_dtype)
+
+
 def deferred(build: Callable[[Any], optax.GradientTransformation]):
     """A transformation built from ``describe_params`` of the tree it first sees."""
     return optax.GradientTransformation(
@@ -241,7 +294,7 @@ def deferred(build: Callable[[Any], optax.GradientTransformation]):
 def check_muon_args(*, learning_rate, ns_coeffs, ns_steps, ns_dtype, ns_variant, ns_impl,
                     ns_chunk, eps, norm_scale, beta, update_scale, rms_target, weight_decay,
                     adam_learning_rate, adam_b1, adam_b2, adam_eps, adam_weight_decay,
-                    **_) -> None:
+                    ns_precondition="frobenius", **_) -> None:
     """Every number and name of :func:`muon`, checked at construction: lr >= 0 (or a
     schedule), momenta in [0, 1), decays >= 0, eps > 0, known Newton-Schulz settings."""
     check_learning_rate("learning_rate", learning_rate)
@@ -256,13 +309,15 @@ def check_muon_args(*, learning_rate, ns_coeffs, ns_steps, ns_dtype, ns_variant,
     check_positive("rms_target", rms_target)
     if not isinstance(update_scale, (int, float)) or isinstance(update_scale, bool):
         check_choice("update_scale", update_scale, UPDATE_SCALES)
-    check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl, ns_dtype)
+    check_ns_args(ns_coeffs, ns_steps, eps, norm_scale, ns_variant, ns_impl, ns_dtype,
+                  ns_precondition)
 
 
 def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
          ns_coeffs="keller", ns_steps: int = 5, ns_dtype="float32", ns_variant: str = "auto",
          ns_impl: str = "xla", ns_chunk: int | str = "auto", eps: float = 1e-7,
-         norm_scale: float | None = None, beta: float = 0.95, nesterov: bool = True,
+         norm_scale: float | None = None, ns_precondition: str = "frobenius",
+         beta: float = 0.95, nesterov: bool = True,
          bias_correction: bool = False,
          update_scale: str | float = "moonlight", rms_target: float = 0.2,
          weight_decay: float = 0.1, adam_learning_rate: optax.ScalarOrSchedule | None = None,
@@ -285,6 +340,9 @@ def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
       ns_impl: ``'xla'`` or ``'pallas'`` (the kernel in ``pallas_kernels/newton_schulz``).
       ns_chunk: matrices per sequential NS call (``'auto'``: cache-sized on CPU, the whole
         stack on GPU/TPU; ``'all'``; or an int), :func:`matrix_stacking.chunk_size`.
+      ns_precondition: ``'frobenius'`` or ``'aol'`` (Turbo-Muon, arXiv 2512.04632: AOL
+        rescaling before NS; with ``ns_coeffs='turbo_muon', ns_steps=4`` it matches 5
+        Frobenius-normalised Dion steps, ``docs/methods.md``).
       beta, nesterov: momentum. bias_correction: optax.contrib.muon's Adam-style
         correction of the Nesterov mix (off in Keller's and Moonlight's form).
       update_scale: ``'moonlight'`` (``rms_target`` RMS), ``'keller'``, ``'none'`` or float.
@@ -305,7 +363,8 @@ def muon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
                       update_scale=update_scale, rms_target=rms_target, mu_dtype=mu_dtype,
                       stack=stack, shard=shard, ns_coeffs=ns_coeffs, ns_steps=ns_steps,
                       eps=eps, norm_scale=norm_scale, ns_dtype=ns_dtype,
-                      ns_variant=ns_variant, ns_impl=ns_impl, ns_chunk=ns_chunk),
+                      ns_variant=ns_variant, ns_impl=ns_impl, ns_chunk=ns_chunk,
+                      ns_precondition=ns_precondition),
         decoupled_weight_decay(weight_decay, infos, (MATRIX,), wd_mult),
         optax.scale_by_learning_rate(learning_rate))
     return with_adamw_for_the_rest(
@@ -333,4 +392,6 @@ __all__ = [
     "scale_by_muon",
     "shape_scale",
     "with_adamw_for_the_rest",
+    "with_matrix_optimizer",
+    "check_group_args",
 ]

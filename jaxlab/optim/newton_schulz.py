@@ -73,17 +73,24 @@ DION: tuple[Coeffs, ...] = (
     (2.8769, -3.1427, 1.2046),
     (2.8366, -3.0525, 1.2012),
 )
+# Turbo-Muon (arXiv 2512.04632; github thib-s/flash-newton-schulz): Dion's list without
+# its first triple, 4 steps after AOL preconditioning (the AOL scaling does the work of the
+# dropped first step).
+TURBO_MUON: tuple[Coeffs, ...] = DION[1:]
 COEFFICIENTS: dict[str, tuple[Coeffs, ...]] = {
     "keller": (KELLER,),
     "polar_express": POLAR_EXPRESS,
     "polar_express_nanogpt": POLAR_EXPRESS_NANOGPT,
     "dion": DION,
+    "turbo_muon": TURBO_MUON,
 }
 # Frobenius-norm safety factor each named set was designed with (so that sigma_max <= 1
 # holds despite rounding): arXiv 2505.16932 uses 1.01, modded-nanogpt 1.02.
 NORM_SCALES: dict[str, float] = {"keller": 1.0, "polar_express": POLAR_EXPRESS_SAFETY,
-                                 "polar_express_nanogpt": 1.02, "dion": 1.0}
+                                 "polar_express_nanogpt": 1.02, "dion": 1.0,
+                                 "turbo_muon": 1.0}
 VARIANTS = ("auto", "plain", "gram")
+PRECONDITIONERS = ("frobenius", "aol")
 
 
 def ns_coefficients(coeffs: str | Sequence, steps: int) -> tuple[Coeffs, ...]:
@@ -200,15 +207,18 @@ def _poly(a_mat, coeffs: Coeffs, with_identity: bool):
     return out
 
 
-def _plain(x, table, side_left):
-    for coeffs in table:
-        x = coeffs[0] * x + _apply(_poly(_gram(x, side_left), coeffs, False), x, side_left)
+def _plain(x, table, side_left, a_mat=None):
+    """``len(table)`` plain steps; ``a_mat``: the Gram matrix of ``x`` if already known."""
+    for i, coeffs in enumerate(table):
+        a = a_mat if (i == 0 and a_mat is not None) else _gram(x, side_left)
+        x = coeffs[0] * x + _apply(_poly(a, coeffs, False), x, side_left)
     return x
 
 
-def _gram_segment(x0, table, side_left):
-    """``len(table)`` steps on the Gram matrix of ``x0``; returns ``Q x0``."""
-    a_mat = _gram(x0, side_left)
+def _gram_segment(x0, table, side_left, a_mat=None):
+    """``len(table)`` steps on the Gram matrix of ``x0`` (``a_mat`` if already known);
+    returns ``Q x0``."""
+    a_mat = _gram(x0, side_left) if a_mat is None else a_mat
     q = None
     for i, coeffs in enumerate(table):
         z = _poly(a_mat, coeffs, True)
@@ -218,10 +228,24 @@ def _gram_segment(x0, table, side_left):
     return _apply(q, x0, side_left)
 
 
+def aol_scale(x: jax.Array, side_left: bool, eps: float) -> tuple[jax.Array, jax.Array]:
+    """AOL preconditioning (Prach & Lampert's almost-orthogonal Lipschitz rescaling, as
+    Turbo-Muon uses it, arXiv 2512.04632): with ``A`` the short-side Gram matrix,
+    ``d_i = 1 / sqrt(max(sum_j |A_ij|, eps))`` and ``X <- diag(d) X`` (columns for tall
+    ``X``), which bounds the spectral norm by 1 (Gershgorin) and leaves the singular
+    values closer to 1 than Frobenius normalisation. Returns ``(X', D A D)``: the Gram
+    matrix of ``X'`` for the first iteration, at no extra product."""
+    a_mat = _gram(x, side_left)
+    d = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(a_mat), axis=-1), eps))
+    x = x * (d[..., :, None] if side_left else d[..., None, :])
+    return x, a_mat * d[..., :, None] * d[..., None, :]
+
+
 def newton_schulz(x: jax.Array, coeffs: str | Sequence = "keller", steps: int = 5, *,
                   eps: float = 1e-7, norm_scale: float | None = None,
                   compute_dtype=jnp.float32, variant: str = "auto",
-                  gram_restarts: Sequence[int] | None = None) -> jax.Array:
+                  gram_restarts: Sequence[int] | None = None,
+                  precondition: str = "frobenius") -> jax.Array:
     """Orthogonalises every ``m x n`` matrix of ``x (..., m, n)``; returns ``x``'s dtype.
 
     Args:
@@ -236,11 +260,17 @@ def newton_schulz(x: jax.Array, coeffs: str | Sequence = "keller", steps: int = 
       variant: ``'plain'``, ``'gram'`` or ``'auto'`` (fewer FLOPs, :func:`choose_variant`).
       gram_restarts: steps after which the Gram iteration restarts; None:
         :func:`default_gram_restarts` of ``compute_dtype``.
+      precondition: ``'frobenius'`` (the normalisation above) or ``'aol'``
+        (:func:`aol_scale` instead, its Gram matrix reused by the first step; with
+        ``coeffs='turbo_muon'`` and 4 steps, Turbo-Muon). ``norm_scale`` is unused by AOL.
     """
     if x.ndim < 2:
         raise ValueError(f"newton_schulz needs x of shape (..., m, n), got shape {x.shape}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown Newton-Schulz variant {variant!r}; valid: {VARIANTS}")
+    if precondition not in PRECONDITIONERS:
+        raise ValueError(f"unknown Newton-Schulz precondition {precondition!r}; valid: "
+                         f"{PRECONDITIONERS}")
     table = ns_coefficients(coeffs, steps)
     scale = default_norm_scale(coeffs) if norm_scale is None else float(norm_scale)
     restarts = (default_gram_restarts(compute_dtype) if gram_restarts is None
@@ -251,14 +281,20 @@ def newton_schulz(x: jax.Array, coeffs: str | Sequence = "keller", steps: int = 
     side_left = m <= n
     out_dtype = x.dtype
     x = x.astype(compute_dtype)
-    norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=(-2, -1), keepdims=True))
-    x = (x / (scale * norm + eps).astype(compute_dtype)).astype(compute_dtype)
+    a_first = None
+    if precondition == "aol":
+        x, a_first = aol_scale(x, side_left, eps)
+    else:
+        norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=(-2, -1),
+                                keepdims=True))
+        x = (x / (scale * norm + eps).astype(compute_dtype)).astype(compute_dtype)
     if variant == "plain":
-        x = _plain(x, table, side_left)
+        x = _plain(x, table, side_left, a_first)
     else:
         start = 0
         for seg in _segments(steps, restarts):
-            x = _gram_segment(x, table[start:start + seg], side_left)
+            x = _gram_segment(x, table[start:start + seg], side_left,
+                              a_first if start == 0 else None)
             start += seg
     return x.astype(out_dtype)
 
@@ -281,7 +317,10 @@ __all__ = [
     "POLAR_EXPRESS",
     "POLAR_EXPRESS_NANOGPT",
     "POLAR_EXPRESS_SAFETY",
+    "PRECONDITIONERS",
+    "TURBO_MUON",
     "VARIANTS",
+    "aol_scale",
     "choose_variant",
     "default_gram_restarts",
     "default_norm_scale",

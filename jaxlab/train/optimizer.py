@@ -46,7 +46,10 @@ import optax
 from jaxlab import partition
 from jaxlab.optim import averaging as averaging_lib
 from jaxlab.optim import layerwise as layerwise_lib
+from jaxlab.optim.adamuon import adamuon
+from jaxlab.optim.dion import dion
 from jaxlab.optim.muon import make_ns_fn, muon
+from jaxlab.optim.normuon import normuon
 from jaxlab.optim.schedules import make_schedule
 from jaxlab.optim.trasmuon import scale_by_trasmuon, trasmuon
 from jaxlab.sparse.training import SparsityConfig, maybe_prune
@@ -173,6 +176,9 @@ def adamw(infos, lr, make_lr, weight_decay: float = 0.1, b1: float = 0.9, b2: fl
 
 register("muon")(from_library(muon))
 register("trasmuon")(from_library(trasmuon, also=(scale_by_trasmuon, make_ns_fn)))
+register("normuon")(from_library(normuon))
+register("adamuon")(from_library(adamuon))
+register("dion")(from_library(dion))
 
 
 @gin.configurable(denylist=["params", "total_steps"])

@@ -11,7 +11,10 @@ from flax import nnx
 
 from jaxlab.mesh import make_mesh
 from jaxlab.nn import ModelConfig, TransformerLM
+from jaxlab.optim.adamuon import adamuon
+from jaxlab.optim.dion import dion
 from jaxlab.optim.muon import muon
+from jaxlab.optim.normuon import normuon
 from jaxlab.optim.trasmuon import trasmuon
 from jaxlab.partition import describe_params
 from jaxlab.sharding import state_shardings
@@ -52,12 +55,18 @@ def while_bodies_without_collectives(text: str) -> bool:
 
 @pytest.mark.parametrize("name,spec", [
     ("muon", "fsdp=4,tensor=2"), ("muon", "data=8"), ("muon chunked", "fsdp=4,tensor=2"),
+    ("muon aol", "fsdp=4,tensor=2"), ("normuon", "fsdp=4,tensor=2"),
+    ("adamuon", "fsdp=4,tensor=2"), ("dion", "fsdp=4,tensor=2"),
     pytest.param("trasmuon", "fsdp=4,tensor=2", marks=pytest.mark.slow)])
 def test_sharded_update_equals_single_device(model_state, spec, name):
     state, infos = model_state
     make = {"muon": lambda: muon(0.02, infos, weight_decay=0.1),
             # one matrix per NS call on the single device; the sharded stack stays whole
             "muon chunked": lambda: muon(0.02, infos, weight_decay=0.1, ns_chunk=1),
+            "muon aol": lambda: muon(0.02, infos, ns_precondition="aol",
+                                     ns_coeffs="turbo_muon", ns_steps=4),
+            "normuon": lambda: normuon(0.02, infos), "adamuon": lambda: adamuon(0.02, infos),
+            "dion": lambda: dion(0.02, infos, rank_fraction=0.5),
             "trasmuon": lambda: trasmuon(0.02, infos, weight_decay=0.1)}[name]
     tx = make()
     params, grads = sharded(state, spec)
@@ -98,3 +107,14 @@ def test_no_collectives_inside_newton_schulz(model_state, spec):
                                              params, grads))
         grown = sum(u6.values()) - sum(u3.values())
         assert grown >= 3 * 7, (u3, u6)  # >= one collective per extra step per matrix leaf
+
+
+def test_no_collectives_inside_dion_power_iteration(model_state):
+    """Dion's QR and products run per matrix on one device: with the stack sharded, 1 and
+    3 power iterations compile to the same collectives (the re-layouts around them)."""
+    state, infos = model_state
+    params, grads = sharded(state, "fsdp=4,tensor=2")
+    t1 = compiled_text(dion(0.02, infos, power_iters=1), params, grads)
+    t3 = compiled_text(dion(0.02, infos, power_iters=3), params, grads)
+    assert collective_counts(t1) == collective_counts(t3)
+    assert while_bodies_without_collectives(t1) and while_bodies_without_collectives(t3)

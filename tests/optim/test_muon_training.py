@@ -1,4 +1,4 @@
-"""Training with Muon and TrasMuon through the real loop: the loss falls, diagnostics logged."""
+"""Training with the Muon family through the real loop: the loss falls, diagnostics logged."""
 
 import gin
 import pytest
@@ -14,7 +14,8 @@ TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
 
 
 @pytest.mark.parametrize("optimizer,diag_key", [
-    ("muon", "muon/update_norm"),
+    ("muon", "muon/update_norm"), ("normuon", "normuon/update_norm"),
+    ("adamuon", "adamuon/update_norm"), ("dion", "dion/update_norm"),
     pytest.param("trasmuon", "trasmuon/clip_mean", marks=pytest.mark.slow)])
 def test_loss_falls_and_diagnostics_are_logged(tmp_path, optimizer, diag_key):
     cfg = TrainConfig(steps=40, batch_size=8, seq_len=32, mesh="data=1", log_every=1,

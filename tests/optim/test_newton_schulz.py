@@ -233,3 +233,60 @@ def test_bf16_compute_returns_input_dtype_and_is_close():
     assert out.dtype == jnp.float32
     ref = ns.newton_schulz(x)
     assert float(jnp.linalg.norm(out - ref) / jnp.linalg.norm(ref)) < 0.1
+
+
+# ---------------------------------------------------------------- AOL preconditioning
+
+
+@pytest.mark.parametrize("shape", [(48, 80), (80, 48)])
+def test_aol_scaling_bounds_the_spectral_norm_and_returns_its_gram(shape):
+    """AOL's row (or column) scaling ``d_i = (sum_j |A_ij|)^-1/2`` bounds sigma_max by 1;
+    the Gram matrix it returns is that of the scaled matrix (reused by step 1)."""
+    for seed in range(3):
+        x = rand(shape, seed) * (1.0 + jnp.arange(shape[1]) / 10.0)  # uneven columns
+        left = shape[0] <= shape[1]
+        y, a = ns.aol_scale(x, left, 1e-7)
+        assert svals(y).max() <= 1.0 + 1e-5
+        np.testing.assert_allclose(a, y @ y.T if left else y.T @ y, rtol=1e-5, atol=1e-6)
+
+
+def orthogonality(x):
+    """Mean |1 - sigma| of one matrix."""
+    return float(np.mean(np.abs(1.0 - svals(x))))
+
+
+@pytest.mark.parametrize("shape", [(256, 512), (512, 256)])
+def test_aol_gives_one_step_fewer_at_equal_orthogonality(shape):
+    """Turbo-Muon's claim (arXiv 2512.04632) on Gaussian matrices: AOL + 4 steps of its
+    coefficients (Dion's without the first) is as orthogonal as 5 Frobenius-normalised
+    Dion steps (measured 0.0152 vs 0.0147 mean |1 - sigma|; sigma range [0.978, 1.032]
+    both), where 4 Frobenius steps of either list are 1.3-5x worse."""
+    x = rand(shape, 3)
+    turbo = orthogonality(ns.newton_schulz(x, "turbo_muon", 4, precondition="aol"))
+    dion5 = orthogonality(ns.newton_schulz(x, "dion", 5))
+    assert turbo < 1.1 * dion5, (turbo, dion5)
+    assert orthogonality(ns.newton_schulz(x, "turbo_muon", 4)) > 1.25 * turbo
+    assert orthogonality(ns.newton_schulz(x, "dion", 4)) > 4 * turbo
+    lo, hi = svals(ns.newton_schulz(x, "turbo_muon", 4, precondition="aol"))[[-1, 0]]
+    assert 0.97 < lo and hi < 1.04, (lo, hi)
+
+
+@pytest.mark.parametrize("shape", [(4, 64, 200), (4, 200, 64)])
+def test_aol_gram_variant_agrees_with_plain_and_zero_stays_zero(shape):
+    x = rand(shape, 5)
+    plain = ns.newton_schulz(x, "turbo_muon", 4, variant="plain", precondition="aol")
+    gram = ns.newton_schulz(x, "turbo_muon", 4, variant="gram", precondition="aol")
+    np.testing.assert_allclose(gram, plain, atol=2e-5)
+    zero = ns.newton_schulz(jnp.zeros(shape), "turbo_muon", 4, precondition="aol")
+    np.testing.assert_array_equal(zero, 0.0)
+
+
+def test_aol_through_muon_and_its_errors():
+    from jaxlab.optim.muon import muon
+
+    with pytest.raises(ValueError, match="unknown ns_precondition 'spectral'"):
+        muon(0.01, ns_precondition="spectral")
+    with pytest.raises(ValueError, match="ns_precondition='aol' needs ns_impl='xla'"):
+        muon(0.01, ns_precondition="aol", ns_impl="pallas")
+    with pytest.raises(ValueError, match="unknown Newton-Schulz precondition 'x'"):
+        ns.newton_schulz(rand((4, 4)), precondition="x")

@@ -16,7 +16,10 @@ import optax
 import pytest
 
 from jaxlab.diagnostics import collect_stats, with_stats
+from jaxlab.optim.adamuon import adamuon
+from jaxlab.optim.dion import dion
 from jaxlab.optim.muon import muon
+from jaxlab.optim.normuon import normuon
 from jaxlab.optim.trasmuon import trasmuon
 from jaxlab.partition import describe_params
 from jaxlab.train import optimizer as registry
@@ -124,7 +127,9 @@ def test_a_new_optimizer_is_one_file_that_registers_itself(tmp_path):
     assert "toy_sign_descent.momentum = 0.8" in (workdir / "config.gin").read_text()
 
 
-@pytest.mark.parametrize("name, fn", [("muon", muon), ("trasmuon", trasmuon)])
+@pytest.mark.parametrize("name, fn", [("muon", muon), ("trasmuon", trasmuon),
+                                      ("normuon", normuon), ("adamuon", adamuon),
+                                      ("dion", dion)])
 def test_the_gin_name_builds_exactly_the_python_call(name, fn):
     """No binding: build_optimizer's `muon` equals muon(schedule, infos) with the Python
     defaults, update for update; the registry's defaults are the function's."""
