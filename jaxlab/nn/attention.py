@@ -1,4 +1,12 @@
-"""Causal self-attention with grouped-query heads, rotary embeddings and optional QK-norm."""
+"""Causal self-attention with grouped-query heads, rotary embeddings and optional QK-norm.
+
+Each attention can also report its per-head maximum logit ``max_{b, i, j} q_i . k_j /
+sqrt(Dh)`` (over unmasked entries), which QK-clip (Kimi K2, arXiv 2507.20534;
+:mod:`jaxlab.optim.qk_clip`) needs after every step. jaxlab's core reads it off the row
+maxima its softmax computes anyway (no second pass); the other cores
+(``jax.nn.dot_product_attention``) do not expose them, so there it costs one more
+``q k^T`` product per layer.
+"""
 
 from __future__ import annotations
 
@@ -23,27 +31,31 @@ def _scores(q_BxKxGxTxDh, k_BxKxSxDh):
 
 
 def _attend(q, k, v):
-    """Forward: output ``(B, K, G, T, Dh)`` and the row log-sum-exp ``(B, K, G, T, 1)``."""
+    """Forward: output ``(B, K, G, T, Dh)``, the row log-sum-exp ``(B, K, G, T, 1)`` and
+    the per-head maximum score ``(K, G)``."""
     s = _scores(q, k)
     m = jnp.max(s, axis=-1, keepdims=True)  # finite: every row sees at least its own key
     p = jnp.exp(s - m)
     l = jnp.sum(p, axis=-1, keepdims=True)
     o = jnp.einsum("bkgts,bksd->bkgtd", p.astype(v.dtype), v,
                    preferred_element_type=jnp.float32) / l
-    return o.astype(q.dtype), m + jnp.log(l)
+    return o.astype(q.dtype), m + jnp.log(l), jnp.max(m, axis=(0, 3, 4))
 
 
 @jax.custom_vjp
 def _causal_attention_core(q, k, v):
-    return _attend(q, k, v)[0]
+    """``(output (B, K, G, T, Dh), per-head max score (K, G))``; the max has no gradient."""
+    o, _, max_score = _attend(q, k, v)
+    return o, max_score
 
 
 def _core_fwd(q, k, v):
-    o, lse = _attend(q, k, v)
-    return o, (q, k, v, o, lse)
+    o, lse, max_score = _attend(q, k, v)
+    return (o, max_score), (q, k, v, o, lse)
 
 
-def _core_bwd(res, do):
+def _core_bwd(res, cotangents):
+    do, _ = cotangents  # the max score is a diagnostic: no gradient flows through it
     # The (T, S) probabilities are recomputed from q, k and the saved log-sum-exp instead
     # of being stored for the backward pass (as in FlashAttention, arXiv 2205.14135).
     q, k, v, o, lse = res
@@ -61,7 +73,7 @@ def _core_bwd(res, do):
 _causal_attention_core.defvjp(_core_fwd, _core_bwd)
 
 
-def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
+def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, return_max_logits: bool = False):
     """``softmax(q k^T / sqrt(Dh) + causal mask) v`` with ``K`` dividing ``H`` (GQA).
 
     Same result as ``jax.nn.dot_product_attention(q, k, v, is_causal=True)``. Heads are
@@ -70,6 +82,7 @@ def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
     keeping ``B H T^2`` floats per layer: on XLA's CPU backend the saved probabilities (and
     the layouts it picks for ``dot_product_attention``) made attention several times
     slower than its FLOPs, at one extra ``q k^T`` product per layer in the backward.
+    With ``return_max_logits`` also the per-head maximum logit ``(H,)``, float32.
     """
     b, t, h, dh = q_BxTxHxDh.shape
     kv = k_BxTxKxDh.shape[2]
@@ -77,19 +90,40 @@ def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
     q = q.reshape(b, t, kv, h // kv, dh).transpose(0, 2, 3, 1, 4)
     k = k_BxTxKxDh.transpose(0, 2, 1, 3)
     v = v_BxTxKxDh.transpose(0, 2, 1, 3)
-    o_BxKxGxTxDh = _causal_attention_core(q, k, v)
-    return o_BxKxGxTxDh.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
+    o_BxKxGxTxDh, max_KxG = _causal_attention_core(q, k, v)
+    out = o_BxKxGxTxDh.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
+    if return_max_logits:
+        return out, jax.lax.stop_gradient(max_KxG.reshape(h))
+    return out
 
 
-def _attention_fn(impl: str, causal: bool = True):
+def max_logits(q_BxTxHxDh, k_BxTxKxDh, causal: bool = True):
+    """Per-head maximum logit ``(H,)`` of ``q k^T / sqrt(Dh)`` over the batch and the
+    unmasked positions, by a separate product (for cores that do not expose it)."""
+    b, t, h, dh = q_BxTxHxDh.shape
+    kv = k_BxTxKxDh.shape[2]
+    q = jax.lax.stop_gradient(q_BxTxHxDh).reshape(b, t, kv, h // kv, dh)
+    s = jnp.einsum("btkgd,bskd->bkgts", q, jax.lax.stop_gradient(k_BxTxKxDh),
+                   preferred_element_type=jnp.float32) / math.sqrt(dh)
+    if causal:
+        s = jnp.where(jnp.arange(t)[:, None] >= jnp.arange(t)[None, :], s, -jnp.inf)
+    return jnp.max(s, axis=(0, 3, 4)).reshape(h)
+
+
+def _attention_fn(impl: str, causal: bool = True, return_max_logits: bool = False):
+    """``(q, k, v) -> out`` (or ``(out, max logits (H,))``) of the chosen core."""
     if not causal:  # the ViT: jaxlab's own core is causal-only
         impl = "xla" if impl in ("auto", "jaxlab") else impl
     elif impl == "auto":
         impl = "jaxlab" if jax.default_backend() == "cpu" else "xla"
     if impl == "jaxlab":
-        return causal_attention
-    return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal,
-                                                        implementation=impl)
+        return lambda q, k, v: causal_attention(q, k, v, return_max_logits)
+
+    def core(q, k, v):
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=impl)
+        return (out, max_logits(q, k, causal)) if return_max_logits else out
+
+    return core
 
 
 class Attention(nnx.Module):
@@ -120,7 +154,9 @@ class Attention(nnx.Module):
             self.q_norm = RMSNorm(dh, eps=cfg.norm_eps, param_dtype=pd)
             self.k_norm = RMSNorm(dh, eps=cfg.norm_eps, param_dtype=pd)
 
-    def __call__(self, x_BxTxD, sin=None, cos=None):
+    def __call__(self, x_BxTxD, sin=None, cos=None, return_max_logits: bool = False):
+        """Output ``(B, T, D)``; with ``return_max_logits`` also the per-head maximum
+        logit ``(H,)`` (no gradient)."""
         q = self.q(x_BxTxD)
         k = self.k(x_BxTxD)
         v = self.v(x_BxTxD)
@@ -128,5 +164,8 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if sin is not None:
             q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
-        out_BxTxHxDh = _attention_fn(self.attention_impl, self.causal)(q, k, v)
-        return self.o(out_BxTxHxDh)
+        core = _attention_fn(self.attention_impl, self.causal, return_max_logits)
+        if return_max_logits:
+            out_BxTxHxDh, max_H = core(q, k, v)
+            return self.o(out_BxTxHxDh), max_H
+        return self.o(core(q, k, v))

@@ -23,9 +23,14 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=pd)
         self.mlp = SwiGLU(cfg, rngs=rngs)
 
-    def __call__(self, x_BxTxD, sin, cos):
-        x = x_BxTxD + self.attn(self.attn_norm(x_BxTxD), sin, cos)
-        return x + self.mlp(self.mlp_norm(x))
+    def __call__(self, x_BxTxD, sin, cos, return_max_logits: bool = False):
+        """``(B, T, D)``; with ``return_max_logits`` also the attention's per-head maximum
+        logit ``(H,)``."""
+        attn = self.attn(self.attn_norm(x_BxTxD), sin, cos, return_max_logits)
+        a, max_H = attn if return_max_logits else (attn, None)
+        x = x_BxTxD + a
+        x = x + self.mlp(self.mlp_norm(x))
+        return (x, max_H) if return_max_logits else x
 
 
 def stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
@@ -49,24 +54,30 @@ def make_blocks(cfg: ModelConfig, rngs: nnx.Rngs):
     return nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
 
 
-def apply_blocks(blocks, x_BxTxD, cfg: ModelConfig, sin=None, cos=None):
+def apply_blocks(blocks, x_BxTxD, cfg: ModelConfig, sin=None, cos=None,
+                 return_max_logits: bool = False):
     """Runs :func:`make_blocks`'s blocks over ``x``: a ``lax.scan`` over the stacked
     parameters with ``cfg.scan_layers``, else a Python loop (each block rematerialised in
-    the backward pass with ``cfg.remat``)."""
+    the backward pass with ``cfg.remat``). With ``return_max_logits`` also every layer's
+    per-head maximum attention logit ``(L, H)``."""
     if cfg.scan_layers:
         graphdef, state = nnx.split(blocks)
 
         def body(h, layer_state):
-            return nnx.merge(graphdef, layer_state)(h, sin, cos), None
+            out = nnx.merge(graphdef, layer_state)(h, sin, cos, return_max_logits)
+            return out if return_max_logits else (out, None)
 
         if cfg.remat:
             body = jax.checkpoint(body)
-        x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, state)
-        return x_BxTxD
+        x_BxTxD, max_LxH = jax.lax.scan(body, x_BxTxD, state)
+        return (x_BxTxD, max_LxH) if return_max_logits else x_BxTxD
+    maxima = []
     for block in blocks:
-        x_BxTxD = (nnx.remat(lambda b, h: b(h, sin, cos)) if cfg.remat
-                   else lambda b, h: b(h, sin, cos))(block, x_BxTxD)
-    return x_BxTxD
+        call = lambda b, h: b(h, sin, cos, return_max_logits)  # noqa: E731
+        out = (nnx.remat(call) if cfg.remat else call)(block, x_BxTxD)
+        x_BxTxD, max_H = out if return_max_logits else (out, None)
+        maxima.append(max_H)
+    return (x_BxTxD, jnp.stack(maxima)) if return_max_logits else x_BxTxD
 
 
 class TransformerLM(nnx.Module):
@@ -88,7 +99,9 @@ class TransformerLM(nnx.Module):
                                         logical_axes=("embed", "vocab"), rngs=rngs,
                                         param_dtype=pd)
 
-    def __call__(self, tokens_BxT):
+    def __call__(self, tokens_BxT, return_max_logits: bool = False):
+        """Logits ``(B, T, V)``; with ``return_max_logits`` also the per-layer, per-head
+        maximum attention logit ``(L, H)`` (QK-clip's input, no gradient)."""
         cfg = self.cfg
         seq = tokens_BxT.shape[1]
         if seq > cfg.max_seq_len:
@@ -98,11 +111,11 @@ class TransformerLM(nnx.Module):
             )
         sin, cos = rope_tables(seq, cfg.resolved_head_dim, cfg.rope_theta)
         x = self.embed(tokens_BxT, cfg.compute_jnp_dtype)
-        x = apply_blocks(self.blocks, x, cfg, sin, cos)
+        x = apply_blocks(self.blocks, x, cfg, sin, cos, return_max_logits)
+        x, max_LxH = x if return_max_logits else (x, None)
         x = self.final_norm(x)
-        if cfg.tie_embeddings:
-            return self.embed.attend(x)
-        return self.lm_head(x)
+        logits = self.embed.attend(x) if cfg.tie_embeddings else self.lm_head(x)
+        return (logits, max_LxH) if return_max_logits else logits
 
 
 def cross_entropy(logits_BxTxV, targets_BxT):

@@ -18,6 +18,11 @@ import grain
 import jax
 from flax import nnx
 
+# The key of ``loss_and_metrics``'s metrics under which a task returns the arrays an
+# optimizer's update needs (``{name: array}``, see :meth:`Task.reporting`); the training
+# step passes them to ``tx.update`` as extra arguments and logs only the scalars.
+UPDATE_INPUTS_KEY = "update_inputs"
+
 
 class Task(abc.ABC):
     """One kind of training problem. Subclasses are frozen dataclasses of their configs.
@@ -68,6 +73,14 @@ class Task(abc.ABC):
         """This task with its hidden matrices multiplied through the block-sparse kernel."""
         raise ValueError(f"task {self.name!r} does not support block-sparse kernels "
                          f"(sparsity.kernel); got block size {block_size}")
+
+    def reporting(self, inputs: tuple[str, ...]) -> Task:
+        """This task with ``loss_and_metrics`` also returning ``inputs`` (e.g.
+        ``attn_max_logits``, QK-clip's) under :data:`UPDATE_INPUTS_KEY`."""
+        if not inputs:
+            return self
+        raise ValueError(f"task {self.name!r} cannot report {inputs}, which the optimizer's "
+                         "update needs; use an optimizer without them or a task that has them")
 
     def summary(self) -> dict[str, Any]:
         """Fields for the run's ``summary.json`` (``task``, ``model`` config...)."""

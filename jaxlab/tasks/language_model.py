@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxlab.data import DataConfig, eval_batches, train_dataset
 from jaxlab.data.pipeline import check_vocab
 from jaxlab.nn import ModelConfig, TransformerLM, cross_entropy, flops_per_token, param_counts
-from jaxlab.tasks.base import Task
+from jaxlab.optim.qk_clip import MAX_LOGITS
+from jaxlab.tasks.base import UPDATE_INPUTS_KEY, Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,12 +19,15 @@ class LanguageModelTask(Task):
     """``model`` trained on ``seq_len``-token windows of ``data``.
 
     Batches: ``{"inputs": (B, T) int32, "targets": (B, T) int32}``; loss: mean next-token
-    cross-entropy (nats per token), no extra metrics.
+    cross-entropy (nats per token), no extra metrics. With ``report_max_logits`` (set by
+    :meth:`reporting` for QK-clip) also ``attn/max_logit`` and, for the optimizer, the
+    per-layer, per-head maxima ``attn_max_logits (L, H)``.
     """
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     seq_len: int = 128
+    report_max_logits: bool = False
     name = "lm"
 
     @property
@@ -33,7 +38,18 @@ class LanguageModelTask(Task):
         return TransformerLM(self.model, rngs=nnx.Rngs(params=seed))
 
     def loss_and_metrics(self, model, batch):
-        return cross_entropy(model(batch["inputs"]), batch["targets"]), {}
+        if not self.report_max_logits:
+            return cross_entropy(model(batch["inputs"]), batch["targets"]), {}
+        logits, max_LxH = model(batch["inputs"], return_max_logits=True)
+        return cross_entropy(logits, batch["targets"]), {
+            "attn/max_logit": jnp.max(max_LxH), UPDATE_INPUTS_KEY: {MAX_LOGITS: max_LxH}}
+
+    def reporting(self, inputs):
+        unknown = [i for i in inputs if i != MAX_LOGITS]
+        if unknown:
+            raise ValueError(f"the language-model task cannot report {unknown}; it reports "
+                             f"{MAX_LOGITS!r} (for QK-clip)")
+        return dataclasses.replace(self, report_max_logits=True) if inputs else self
 
     def train_dataset(self, batch_size, seed, process_index=0, process_count=1):
         return train_dataset(self.data.tokens("train"), self.seq_len, batch_size, seed,

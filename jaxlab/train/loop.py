@@ -184,6 +184,8 @@ class Run:
         self.tokens_per_step = cfg.batch_size * task.tokens_per_example
         self.mdef = train_state.model_def(task, self.mesh, cfg.seed)
         self.opt: Optimizer = build_optimizer(self.mdef.abstract_params, cfg.steps)
+        # QK-clip and the like: the task reports what the optimizer's update takes.
+        self.task = task = task.reporting(self.opt.update_inputs)
         self.counts = task.param_counts()
         self.flops = task.flops_per_token()
         self.is_writer = jax.process_index() == 0

@@ -50,19 +50,25 @@ from jaxlab.optim.adamuon import adamuon
 from jaxlab.optim.dion import dion
 from jaxlab.optim.muon import make_ns_fn, muon
 from jaxlab.optim.normuon import normuon
+from jaxlab.optim.qk_clip import MAX_LOGITS, muonclip
 from jaxlab.optim.schedules import make_schedule
 from jaxlab.optim.trasmuon import scale_by_trasmuon, trasmuon
 from jaxlab.sparse.training import SparsityConfig, maybe_prune
 
 Factory = Callable[..., Any]
 OPTIMIZERS: dict[str, Factory] = {}
+# Extra arguments an optimizer's update takes from the task each step (QK-clip's
+# ``attn_max_logits``), by registry name.
+UPDATE_INPUTS: dict[str, tuple[str, ...]] = {}
 # Arguments the registry passes; every other parameter of a factory is a hyperparameter.
 FACTORY_ARGS = ("infos", "lr", "make_lr", "wd_mult")
 
 
-def register(name: str):
+def register(name: str, update_inputs: tuple[str, ...] = ()):
     """Decorator: adds ``factory(infos, lr, make_lr, **hyperparameters)`` to the registry
-    under ``name`` and makes its hyperparameters the gin parameters ``name.<param>``."""
+    under ``name`` and makes its hyperparameters the gin parameters ``name.<param>``.
+    ``update_inputs``: extra arguments its ``update`` takes, which the task must report
+    every step (:meth:`jaxlab.tasks.Task.reporting`)."""
 
     def deco(fn: Factory) -> Factory:
         if name in OPTIMIZERS:
@@ -75,6 +81,7 @@ def register(name: str):
                             f"missing {missing}")
         OPTIMIZERS[name] = gin.external_configurable(
             fn, name, denylist=[a for a in FACTORY_ARGS if a in params])
+        UPDATE_INPUTS[name] = tuple(update_inputs)
         return fn
 
     return deco
@@ -129,6 +136,8 @@ class Optimizer:
       sparsity: the target sparsity of the pruned matrices (0.0: dense).
       eval_params: ``(params, opt_state) -> params`` to evaluate besides the raw params
         (weight averaging), or None.
+      update_inputs: names of the extra arguments ``tx.update`` takes each step, reported
+        by the task (QK-clip's ``attn_max_logits``); empty for most optimizers.
     """
 
     tx: optax.GradientTransformation
@@ -139,6 +148,7 @@ class Optimizer:
     hparams: dict = dataclasses.field(default_factory=dict)
     sparsity: float = 0.0
     eval_params: Callable[[Any, Any], Any] | None = None
+    update_inputs: tuple[str, ...] = ()
 
 
 def operative_hparams(name: str) -> dict[str, Any]:
@@ -179,6 +189,7 @@ register("trasmuon")(from_library(trasmuon, also=(scale_by_trasmuon, make_ns_fn)
 register("normuon")(from_library(normuon))
 register("adamuon")(from_library(adamuon))
 register("dion")(from_library(dion))
+register("muonclip", update_inputs=(MAX_LOGITS,))(from_library(muonclip, also=(muon,)))
 
 
 @gin.configurable(denylist=["params", "total_steps"])
@@ -215,6 +226,11 @@ def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
             raise ValueError(f"optimizer {optimizer!r} does not support layerwise rules: its "
                              f"factory has no `wd_mult` argument (per-leaf weight decay)")
         extra["wd_mult"] = scales.wd
+    update_inputs = UPDATE_INPUTS.get(optimizer, ())
+    if layerwise and update_inputs:
+        raise ValueError(f"optimizer {optimizer!r} post-processes the final weights (its "
+                         f"update takes {update_inputs}); layerwise lr multipliers applied "
+                         "after it would undo that: drop build_optimizer.layerwise")
     tx = factory(infos, lr, make_lr, **extra)
     if not isinstance(tx, optax.GradientTransformation):
         raise TypeError(f"optimizer factory {optimizer!r} returned {type(tx).__name__}; it "
@@ -233,4 +249,4 @@ def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
     return Optimizer(tx=tx, lr=lr, infos=infos, name=optimizer, peak_lr=learning_rate,
                      hparams=operative_hparams(optimizer),
                      sparsity=(sparse_cfg.target or 0.0) if sparse_cfg.enabled else 0.0,
-                     eval_params=eval_params)
+                     eval_params=eval_params, update_inputs=update_inputs)

@@ -14,6 +14,7 @@ from jaxlab.diagnostics import collect_stats
 from jaxlab.partition import infos_list
 from jaxlab.sharding import batch_sharding
 from jaxlab.tasks import Task
+from jaxlab.tasks.base import UPDATE_INPUTS_KEY
 from jaxlab.train import state as train_state
 from jaxlab.train.optimizer import Optimizer
 
@@ -34,12 +35,23 @@ def rms_by_label(tree: Any, infos: Any) -> dict[str, jax.Array]:
 
 
 def make_train_step(graphdef: Any, opt: Optimizer, task: Task) -> Callable:
-    """``(params, opt_state, step, batch) -> (params, opt_state, step + 1, metrics)``."""
+    """``(params, opt_state, step, batch) -> (params, opt_state, step + 1, metrics)``.
+
+    The arrays the task returns under ``UPDATE_INPUTS_KEY`` (those ``opt.update_inputs``
+    names) go to ``opt.tx.update`` as extra arguments, not into the metrics."""
 
     def train_step(params, opt_state, step, batch):
         (loss, extra), grads = jax.value_and_grad(
             lambda p: loss_fn(graphdef, p, batch, task), has_aux=True)(params)
-        updates, opt_state = opt.tx.update(grads, opt_state, params)
+        extra = dict(extra)
+        inputs = extra.pop(UPDATE_INPUTS_KEY, {})
+        missing = [k for k in opt.update_inputs if k not in inputs]
+        if missing:
+            raise ValueError(f"optimizer {opt.name!r} needs {missing} from the task each step; "
+                             f"task {task.name!r} reported {sorted(inputs)} (see "
+                             "Task.reporting)")
+        updates, opt_state = opt.tx.update(grads, opt_state, params,
+                                           **{k: inputs[k] for k in opt.update_inputs})
         params = optax.apply_updates(params, updates)
         metrics = {"loss": loss, **extra, "grad_norm": optax.tree.norm(grads),
                    "lr": opt.lr(step)}
@@ -68,7 +80,7 @@ def make_eval_step(graphdef: Any, task: Task) -> Callable:
 
     def eval_step(params, batch):
         loss, extra = loss_fn(graphdef, params, batch, task)
-        return {"loss": loss, **extra}
+        return {"loss": loss, **{k: v for k, v in extra.items() if k != UPDATE_INPUTS_KEY}}
 
     return eval_step
 
