@@ -1,9 +1,15 @@
-"""Jitted optimizer-update time: jaxlab ``muon`` vs ``optax.contrib.muon`` vs ``optax.adamw``.
+"""Jitted optimizer-update time: every registered optimizer, and jaxlab ``muon`` vs
+``optax.contrib.muon`` vs ``optax.adamw``.
 
-All three run on the same parameter tree in one process, interleaved round by round (the
-machines are shared and noisy); medians and their ratios are printed, plus the FLOP lower
-bound of 5-step Newton-Schulz (plain form, ``4 m^2 n + 2 m^3`` per step on the short side)
-at the matmul rate measured here on NS-shaped batched dots.
+Part 1: every optimizer of the registry (``jaxlab.train.optimizer.OPTIMIZERS``: adamw,
+muon, trasmuon, normuon, adamuon, dion, muonclip, ...) built with its defaults as
+``build_optimizer`` builds it (no clipping or other wrappers), plus Muon with AOL-
+preconditioned 4-step Newton-Schulz and Dion at rank 1/4, each update's time relative to
+AdamW's. Part 2: the three below. Each part runs on the same parameter tree in one
+process, interleaved round by round (the machines are shared and noisy); medians and
+their ratios are printed, plus the FLOP lower bound of 5-step Newton-Schulz (plain form,
+``4 m^2 n + 2 m^3`` per step on the short side) at the matmul rate measured here on
+NS-shaped batched dots.
 
 Both Muons get the same semantics: the same routing (hidden matrices, scan-stacked
 ``(L, ...)`` kernels as L matrices, to Muon; embedding, head and norms to AdamW), Keller
@@ -44,7 +50,10 @@ from flax import nnx
 from jaxlab.nn import ModelConfig, TransformerLM
 from jaxlab.optim.muon import muon
 from jaxlab.optim.newton_schulz import ns_flop_bound, ns_flops
+from jaxlab.optim.qk_clip import MAX_LOGITS
+from jaxlab.optim.schedules import make_schedule
 from jaxlab.partition import MATRIX, ParamInfo, describe_params, infos_list
+from jaxlab.train import optimizer as registry
 
 
 def model_tree(cfg: ModelConfig, seed: int = 0):
@@ -80,6 +89,46 @@ def matmul_rate(shape_bmk: tuple[int, int, int, int], dtype, reps: int) -> float
     return 2 * b * m * k * n / median_seconds(f, x, y, reps=reps, warmup=False)
 
 
+def interleaved_medians(calls: dict, rounds: int, reps: int) -> dict[str, float]:
+    """``{name: median seconds}`` of ``calls[name] = (fn, args)``, round-robin."""
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, (fn, args) in calls.items():
+            times[name].append(median_seconds(fn, *args, reps=reps, warmup=False))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def registry_optimizers(params, infos, cfg: ModelConfig, ns_dtype: str) -> dict:
+    """Every registered optimizer with its defaults, and two variants, as
+    ``{name: (jitted update, args)}``; the NS dtype of the Muon family set to ``ns_dtype``."""
+    lr = make_schedule(0.02, 1000)
+    make_lr = lambda peak: make_schedule(peak, 1000)  # noqa: E731
+    ns_family = {"muon", "trasmuon", "normuon", "adamuon", "muonclip"}
+    built = {}
+    for name, factory in registry.OPTIMIZERS.items():
+        if name.startswith("_"):
+            continue
+        kw = {"ns_dtype": ns_dtype} if name in ns_family else {}
+        built[name] = factory(infos, lr, make_lr, **kw)
+    built["muon aol 4-step"] = registry.OPTIMIZERS["muon"](
+        infos, lr, make_lr, ns_dtype=ns_dtype, ns_precondition="aol", ns_coeffs="turbo_muon",
+        ns_steps=4)
+    built["dion rank 1/4"] = registry.OPTIMIZERS["dion"](infos, lr, make_lr, rank_fraction=0.25)
+    grads = jax.tree.map(lambda x: x * 0.5 + 0.01, params)
+    extra = {MAX_LOGITS: jnp.zeros((cfg.n_layers, cfg.n_heads), jnp.float32)}
+    calls, compile_s = {}, {}
+    for name, tx in built.items():
+        needs = registry.UPDATE_INPUTS.get(name, ())
+        kwargs = {k: extra[k] for k in needs}
+        fn = jax.jit(lambda g, s, p, tx=tx, kwargs=kwargs: tx.update(g, s, p, **kwargs))
+        args = (grads, tx.init(params), params)
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        compile_s[name] = time.perf_counter() - t
+        calls[name] = (fn, args)
+    return calls, compile_s
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--gpu", action="store_true", help="GPT-2-small shapes, bf16 NS")
@@ -98,6 +147,9 @@ def main() -> None:
                           max_seq_len=256, tie_embeddings=False)
         ns_dtype, mm_dtype = "float32", jnp.float32
     params, infos = model_tree(cfg)
+    reg_calls, reg_compile = registry_optimizers(params, infos, cfg, ns_dtype)
+    reg_med = interleaved_medians(reg_calls, a.rounds, a.reps)
+    del reg_calls
     grads = jax.tree.map(lambda x: x * 0.5 + 0.01, params)
     lr = 0.02
     txs = {
@@ -126,11 +178,7 @@ def main() -> None:
         jax.block_until_ready(fn(grads, state, params))
         compile_s[name] = time.perf_counter() - t
         calls[name] = (fn, (grads, state, params))
-    times = {name: [] for name in txs}
-    for _ in range(a.rounds):
-        for name, (fn, args) in calls.items():
-            times[name].append(median_seconds(fn, *args, reps=a.reps, warmup=False))
-    med = {name: statistics.median(ts) for name, ts in times.items()}
+    med = interleaved_medians(calls, a.rounds, a.reps)
 
     mats = [i for i in infos_list(infos) if i.label == MATRIX]
     shapes = [i.matrix_shape for i in mats for _ in range(i.num_matrices)]
@@ -157,6 +205,15 @@ def main() -> None:
         (f"host malloc keeps freed memory (jaxlab.train.host_memory, as the CLI): "
          f"{KEPT_HOST_MEMORY}"),
         "",
+        ("Registry optimizers, defaults as build_optimizer builds them (no clipping), update "
+         "time and ratio to adamw:"),
+    ]
+    for name, t in reg_med.items():
+        lines.append(f"  {name:<22} {t * 1e3:9.1f} ms  {t / reg_med['adamw']:6.1f}x adamw   "
+                     f"(first call incl. compile {reg_compile[name]:.1f} s)")
+    lines += [
+        "",
+        "jaxlab muon vs optax (same semantics, see the docstring):",
     ]
     for name in txs:
         lines.append(f"{name:<25} {med[name] * 1e3:9.1f} ms   (first call incl. compile "

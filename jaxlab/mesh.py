@@ -1,6 +1,7 @@
 """Device meshes from a short text spec such as ``"data=2,fsdp=2,tensor=2"``.
 
-The mesh always has the three axes of :data:`MESH_AXES`, in that order; axes that a spec
+The mesh always has the four axes of :data:`MESH_AXES` (``expert`` shards the expert
+stacks of mixture-of-experts layers), in that order; axes that a spec
 leaves out have size 1, so one sharding rules table (``jaxlab.sharding``) works on every
 mesh, from a laptop CPU to a pod slice.
 """
@@ -13,11 +14,11 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "tensor", "expert")
 
 
 def parse_mesh_spec(spec: str, num_devices: int) -> dict[str, int]:
-    """Parses ``"data=2,fsdp=-1"`` into ``{"data": 2, "fsdp": 4, "tensor": 1}``.
+    """Parses ``"data=2,fsdp=-1"`` into ``{"data": 2, "fsdp": 4, "tensor": 1, "expert": 1}``.
 
     One axis may be ``-1`` (takes what is left of ``num_devices``). The product of the
     sizes must divide ``num_devices``; the mesh then uses the first ``product`` devices.
@@ -65,7 +66,7 @@ def parse_mesh_spec(spec: str, num_devices: int) -> dict[str, int]:
 
 
 def make_mesh(spec: str = "data=-1", devices=None) -> Mesh:
-    """Builds a mesh with axes ``("data", "fsdp", "tensor")`` from a spec string.
+    """Builds a mesh with axes ``("data", "fsdp", "tensor", "expert")`` from a spec string.
 
     Args:
       spec: e.g. ``"data=8"``, ``"fsdp=4,tensor=2"``, ``"data=-1"`` (all devices on data).

@@ -173,7 +173,7 @@ def _describe_leaf(path: str, leaf: Any, overrides: Mapping[str, str],
             batch_ndim, fan_in_ndim = b, f
     core = shape[batch_ndim:]
 
-    label = None
+    label = meta.get("label")  # a layer may say it (the MoE router: "head")
     for pattern, lab in overrides.items():
         if re.search(pattern, path):
             label = lab

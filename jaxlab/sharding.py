@@ -29,7 +29,8 @@ DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("mlp", "tensor"),
     ("head_dim", None),
     ("layers", None),
-    ("experts", None),
+    ("experts", "expert"),
+    ("expert_choice", None),
     ("seq", None),
     ("norm", None),
 )

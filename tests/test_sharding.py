@@ -20,9 +20,10 @@ def test_eight_fake_devices():
     ("data=-1", {"data": 8, "fsdp": 1, "tensor": 1}),
     ("data=1", {"data": 1, "fsdp": 1, "tensor": 1}),
     ("tensor=4", {"data": 1, "fsdp": 1, "tensor": 4}),
+    ("data=2,expert=4", {"data": 2, "fsdp": 1, "tensor": 1, "expert": 4}),
 ])
 def test_parse_mesh_spec(spec, sizes):
-    assert parse_mesh_spec(spec, 8) == sizes
+    assert parse_mesh_spec(spec, 8) == {"expert": 1, **sizes}
 
 
 @pytest.mark.parametrize("spec, match", [

@@ -18,24 +18,37 @@ from flax import nnx
 from jaxlab.nn.config import ModelConfig
 
 
-def block_params(cfg: ModelConfig) -> int:
+def block_params(cfg: ModelConfig, active: bool = False) -> int:
+    """Parameters of one block; a mixture of experts counts its router and all E experts,
+    or with ``active`` the ``moe_top_k`` experts a token goes through."""
     d, h, k, dh, f = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.resolved_head_dim, cfg.ff_dim
     attn = d * h * dh + 2 * d * k * dh + h * dh * d
-    mlp = 3 * d * f
+    if cfg.moe_experts:
+        used = cfg.moe_top_k if active else cfg.moe_experts
+        mlp = d * cfg.moe_experts + used * 3 * d * cfg.expert_ff_dim
+    else:
+        mlp = 3 * d * f
     norms = 2 * d + (2 * dh if cfg.qk_norm else 0)
     return attn + mlp + norms
 
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
-    """``{"total", "non_embedding", "embedding", "head"}`` parameter counts."""
+    """``{"total", "non_embedding", "embedding", "head", "non_embedding_stored"}``.
+
+    ``total`` counts every stored parameter; ``non_embedding`` (N of the scaling laws)
+    counts the *active* ones of a mixture of experts (router and the top-k experts a token
+    uses), ``non_embedding_stored`` all of them (equal for dense models).
+    """
     embedding = cfg.vocab_size * cfg.d_model
     head = 0 if cfg.tie_embeddings else cfg.d_model * cfg.vocab_size
-    non_embedding = cfg.n_layers * block_params(cfg) + cfg.d_model  # + final norm
+    stored = cfg.n_layers * block_params(cfg) + cfg.d_model  # + final norm
+    active = cfg.n_layers * block_params(cfg, active=True) + cfg.d_model
     return {
-        "total": embedding + head + non_embedding,
-        "non_embedding": non_embedding,
+        "total": embedding + head + stored,
+        "non_embedding": active,
         "embedding": embedding,
         "head": head,
+        "non_embedding_stored": stored,
     }
 
 
@@ -49,9 +62,11 @@ def model_param_count(model: nnx.Module) -> int:
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> dict[str, float]:
-    """Forward and training (3x forward) FLOPs per token at context ``seq_len``."""
+    """Forward and training (3x forward) FLOPs per token at context ``seq_len`` (a mixture
+    of experts: of its active parameters, router included)."""
     d, h, dh = cfg.d_model, cfg.n_heads, cfg.resolved_head_dim
-    matmul_params = cfg.n_layers * (block_params(cfg) - 2 * d - (2 * dh if cfg.qk_norm else 0))
+    matmul_params = cfg.n_layers * (block_params(cfg, active=True) - 2 * d
+                                    - (2 * dh if cfg.qk_norm else 0))
     logits = d * cfg.vocab_size
     attention = 2 * cfg.n_layers * seq_len * h * dh  # QK^T and AV, MACs per token
     forward = 2.0 * (matmul_params + logits + attention)

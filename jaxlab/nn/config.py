@@ -44,6 +44,14 @@ class ModelConfig:
       param_dtype, compute_dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
       norm_eps: RMSNorm epsilon.
       embed_init_std: std of the embedding initialiser.
+      moe_experts: E > 0 replaces every block's MLP by a mixture of E SwiGLU experts
+        (:class:`jaxlab.nn.moe.MoE`); 0 is the dense MLP.
+      moe_top_k: experts per token (softmax over all E, then the top k).
+      moe_d_ff: each expert's hidden width; None means ``d_ff`` (``ff_dim``).
+      moe_capacity_factor: None routes every token (dropless, ``jax.lax.ragged_dot``); a
+        float gives each expert ``ceil(factor * tokens * k / E)`` slots and drops the rest.
+      moe_load_balance: weight of the load-balancing loss (Switch, arXiv 2101.03961).
+      moe_renormalize: divide the top-k gates by their sum (False: the raw softmax gates).
     """
 
     vocab_size: int = 256
@@ -66,6 +74,12 @@ class ModelConfig:
     compute_dtype: str = "float32"
     norm_eps: float = 1e-6
     embed_init_std: float = 1.0
+    moe_experts: int = 0
+    moe_top_k: int = 2
+    moe_d_ff: int | None = None
+    moe_capacity_factor: float | None = None
+    moe_load_balance: float = 0.01
+    moe_renormalize: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
@@ -91,6 +105,17 @@ class ModelConfig:
                 not isinstance(self.sparse_block_size, int) or self.sparse_block_size < 1):
             raise ValueError(f"ModelConfig.sparse_block_size={self.sparse_block_size!r}; valid: "
                              f"None (dense) or a positive int tile size")
+        if self.moe_experts < 0 or (self.moe_experts and not
+                                    1 <= self.moe_top_k <= self.moe_experts):
+            raise ValueError(f"ModelConfig.moe_experts={self.moe_experts}, moe_top_k="
+                             f"{self.moe_top_k}; valid: moe_experts 0 (dense) or E >= 1 with "
+                             "1 <= moe_top_k <= E")
+        if self.moe_capacity_factor is not None and not self.moe_capacity_factor > 0:
+            raise ValueError(f"ModelConfig.moe_capacity_factor={self.moe_capacity_factor}; "
+                             "valid: None (dropless) or a number > 0")
+        if self.moe_load_balance < 0:
+            raise ValueError(f"ModelConfig.moe_load_balance={self.moe_load_balance}; must be "
+                             ">= 0")
         for name in ("param_dtype", "compute_dtype"):
             if getattr(self, name) not in _DTYPES:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}; valid: {_DTYPES}")
@@ -108,6 +133,10 @@ class ModelConfig:
         if self.d_ff is not None:
             return self.d_ff
         return -(-int(8 * self.d_model / 3) // 32) * 32
+
+    @property
+    def expert_ff_dim(self) -> int:
+        return self.moe_d_ff if self.moe_d_ff is not None else self.ff_dim
 
     @property
     def param_jnp_dtype(self):

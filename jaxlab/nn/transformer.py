@@ -10,27 +10,35 @@ from jaxlab.nn.attention import Attention
 from jaxlab.nn.config import ModelConfig
 from jaxlab.nn.layers import DenseGeneral, Embedding, RMSNorm
 from jaxlab.nn.mlp import SwiGLU
+from jaxlab.nn.moe import MoE
 from jaxlab.nn.rope import rope_tables
 
 
 class Block(nnx.Module):
-    """``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+    """``x + attn(norm(x))`` then ``x + mlp(norm(x))``; the MLP is a mixture of experts
+    (:class:`jaxlab.nn.moe.MoE`) when ``cfg.moe_experts > 0``."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         pd = cfg.param_jnp_dtype
         self.attn_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=pd)
         self.attn = Attention(cfg, rngs=rngs)
         self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=pd)
-        self.mlp = SwiGLU(cfg, rngs=rngs)
+        self.mlp = MoE(cfg, rngs=rngs) if cfg.moe_experts else SwiGLU(cfg, rngs=rngs)
+        self.moe = bool(cfg.moe_experts)
 
-    def __call__(self, x_BxTxD, sin, cos, return_max_logits: bool = False):
-        """``(B, T, D)``; with ``return_max_logits`` also the attention's per-head maximum
-        logit ``(H,)``."""
-        attn = self.attn(self.attn_norm(x_BxTxD), sin, cos, return_max_logits)
-        a, max_H = attn if return_max_logits else (attn, None)
+    def __call__(self, x_BxTxD, sin, cos, max_logits: bool = False):
+        """``((B, T, D), aux)``: ``aux`` holds the MoE's ``moe_load_loss`` and
+        ``moe_dropped_frac`` (scalars) and, with ``max_logits``, the attention's per-head
+        maximum logit ``max_logits (H,)``."""
+        attn = self.attn(self.attn_norm(x_BxTxD), sin, cos, max_logits)
+        a, aux = (attn[0], {"max_logits": attn[1]}) if max_logits else (attn, {})
         x = x_BxTxD + a
-        x = x + self.mlp(self.mlp_norm(x))
-        return (x, max_H) if return_max_logits else x
+        if self.moe:
+            m, moe_aux = self.mlp(self.mlp_norm(x))
+            aux.update(moe_aux)
+        else:
+            m = self.mlp(self.mlp_norm(x))
+        return x + m, aux
 
 
 def stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
@@ -55,29 +63,27 @@ def make_blocks(cfg: ModelConfig, rngs: nnx.Rngs):
 
 
 def apply_blocks(blocks, x_BxTxD, cfg: ModelConfig, sin=None, cos=None,
-                 return_max_logits: bool = False):
+                 max_logits: bool = False):
     """Runs :func:`make_blocks`'s blocks over ``x``: a ``lax.scan`` over the stacked
     parameters with ``cfg.scan_layers``, else a Python loop (each block rematerialised in
-    the backward pass with ``cfg.remat``). With ``return_max_logits`` also every layer's
-    per-head maximum attention logit ``(L, H)``."""
+    the backward pass with ``cfg.remat``). Returns ``(x, aux)`` with every block's
+    :class:`Block` aux stacked along a leading layer axis (``max_logits (L, H)``,
+    ``moe_load_loss (L,)``...)."""
     if cfg.scan_layers:
         graphdef, state = nnx.split(blocks)
 
         def body(h, layer_state):
-            out = nnx.merge(graphdef, layer_state)(h, sin, cos, return_max_logits)
-            return out if return_max_logits else (out, None)
+            return nnx.merge(graphdef, layer_state)(h, sin, cos, max_logits)
 
         if cfg.remat:
             body = jax.checkpoint(body)
-        x_BxTxD, max_LxH = jax.lax.scan(body, x_BxTxD, state)
-        return (x_BxTxD, max_LxH) if return_max_logits else x_BxTxD
-    maxima = []
+        return jax.lax.scan(body, x_BxTxD, state)
+    auxes = []
     for block in blocks:
-        call = lambda b, h: b(h, sin, cos, return_max_logits)  # noqa: E731
-        out = (nnx.remat(call) if cfg.remat else call)(block, x_BxTxD)
-        x_BxTxD, max_H = out if return_max_logits else (out, None)
-        maxima.append(max_H)
-    return (x_BxTxD, jnp.stack(maxima)) if return_max_logits else x_BxTxD
+        call = lambda b, h: b(h, sin, cos, max_logits)  # noqa: E731
+        x_BxTxD, aux = (nnx.remat(call) if cfg.remat else call)(block, x_BxTxD)
+        auxes.append(aux)
+    return x_BxTxD, jax.tree.map(lambda *xs: jnp.stack(xs), *auxes)
 
 
 class TransformerLM(nnx.Module):
@@ -99,9 +105,11 @@ class TransformerLM(nnx.Module):
                                         logical_axes=("embed", "vocab"), rngs=rngs,
                                         param_dtype=pd)
 
-    def __call__(self, tokens_BxT, return_max_logits: bool = False):
-        """Logits ``(B, T, V)``; with ``return_max_logits`` also the per-layer, per-head
-        maximum attention logit ``(L, H)`` (QK-clip's input, no gradient)."""
+    def __call__(self, tokens_BxT, *, with_aux: bool = False, max_logits: bool = False):
+        """Logits ``(B, T, V)``; with ``with_aux`` also the blocks' aux (``apply_blocks``):
+        the MoE's ``moe_load_loss (L,)`` and ``moe_dropped_frac (L,)`` and, with
+        ``max_logits``, the per-layer, per-head maximum attention logit ``max_logits (L,
+        H)`` (QK-clip's input, no gradient)."""
         cfg = self.cfg
         seq = tokens_BxT.shape[1]
         if seq > cfg.max_seq_len:
@@ -111,11 +119,10 @@ class TransformerLM(nnx.Module):
             )
         sin, cos = rope_tables(seq, cfg.resolved_head_dim, cfg.rope_theta)
         x = self.embed(tokens_BxT, cfg.compute_jnp_dtype)
-        x = apply_blocks(self.blocks, x, cfg, sin, cos, return_max_logits)
-        x, max_LxH = x if return_max_logits else (x, None)
+        x, aux = apply_blocks(self.blocks, x, cfg, sin, cos, max_logits)
         x = self.final_norm(x)
         logits = self.embed.attend(x) if cfg.tie_embeddings else self.lm_head(x)
-        return (logits, max_LxH) if return_max_logits else logits
+        return (logits, aux) if with_aux else logits
 
 
 def cross_entropy(logits_BxTxV, targets_BxT):

@@ -152,7 +152,7 @@ class ViT(nnx.Module):
                              f"(B, {shape[0]}, {shape[1]}, {shape[2]}) (ViTConfig.image_size, "
                              "channels)")
         x = self.embed(images_BxHxWxC, jnp.dtype(cfg.compute_dtype))
-        x = self.final_norm(apply_blocks(self.blocks, x, self.block_cfg))
+        x = self.final_norm(apply_blocks(self.blocks, x, self.block_cfg)[0])
         pooled_BxD = x[:, 0] if cfg.pool == "cls" else jnp.mean(x, axis=1)
         return self.head(pooled_BxD).astype(jnp.float32)
 

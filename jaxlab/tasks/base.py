@@ -22,6 +22,9 @@ from flax import nnx
 # optimizer's update needs (``{name: array}``, see :meth:`Task.reporting`); the training
 # step passes them to ``tx.update`` as extra arguments and logs only the scalars.
 UPDATE_INPUTS_KEY = "update_inputs"
+# A task whose training loss adds a regulariser (the MoE load-balancing loss) returns the
+# bare objective as this metric; evaluation reports it as the loss.
+BARE_LOSS_KEY = "ce_loss"
 
 
 class Task(abc.ABC):

@@ -11,7 +11,7 @@ from jaxlab.data import DataConfig, eval_batches, train_dataset
 from jaxlab.data.pipeline import check_vocab
 from jaxlab.nn import ModelConfig, TransformerLM, cross_entropy, flops_per_token, param_counts
 from jaxlab.optim.qk_clip import MAX_LOGITS
-from jaxlab.tasks.base import UPDATE_INPUTS_KEY, Task
+from jaxlab.tasks.base import BARE_LOSS_KEY, UPDATE_INPUTS_KEY, Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +19,9 @@ class LanguageModelTask(Task):
     """``model`` trained on ``seq_len``-token windows of ``data``.
 
     Batches: ``{"inputs": (B, T) int32, "targets": (B, T) int32}``; loss: mean next-token
-    cross-entropy (nats per token), no extra metrics. With ``report_max_logits`` (set by
+    cross-entropy (nats per token), no extra metrics; a mixture-of-experts model adds
+    ``moe_load_balance`` times its load-balancing loss (metrics ``ce_loss``,
+    ``moe/load_loss``, ``moe/dropped_frac``). With ``report_max_logits`` (set by
     :meth:`reporting` for QK-clip) also ``attn/max_logit`` and, for the optimizer, the
     per-layer, per-head maxima ``attn_max_logits (L, H)``.
     """
@@ -38,11 +40,21 @@ class LanguageModelTask(Task):
         return TransformerLM(self.model, rngs=nnx.Rngs(params=seed))
 
     def loss_and_metrics(self, model, batch):
-        if not self.report_max_logits:
+        moe = self.model.moe_experts > 0
+        if not (moe or self.report_max_logits):
             return cross_entropy(model(batch["inputs"]), batch["targets"]), {}
-        logits, max_LxH = model(batch["inputs"], return_max_logits=True)
-        return cross_entropy(logits, batch["targets"]), {
-            "attn/max_logit": jnp.max(max_LxH), UPDATE_INPUTS_KEY: {MAX_LOGITS: max_LxH}}
+        logits, aux = model(batch["inputs"], with_aux=True, max_logits=self.report_max_logits)
+        loss = cross_entropy(logits, batch["targets"])
+        metrics = {}
+        if moe:
+            load = jnp.mean(aux["moe_load_loss"])
+            metrics = {BARE_LOSS_KEY: loss, "moe/load_loss": load,
+                       "moe/dropped_frac": jnp.mean(aux["moe_dropped_frac"])}
+            loss = loss + self.model.moe_load_balance * load
+        if self.report_max_logits:
+            metrics["attn/max_logit"] = jnp.max(aux["max_logits"])
+            metrics[UPDATE_INPUTS_KEY] = {MAX_LOGITS: aux["max_logits"]}
+        return loss, metrics
 
     def reporting(self, inputs):
         unknown = [i for i in inputs if i != MAX_LOGITS]

@@ -334,6 +334,9 @@ class Run:
             "seq_len": self.task.tokens_per_example,
             "params_total": self.counts["total"],
             "params_non_embedding": self.counts["non_embedding"],
+            # all experts of a mixture of experts (params_non_embedding: the active ones)
+            "params_non_embedding_stored": self.counts.get("non_embedding_stored",
+                                                           self.counts["non_embedding"]),
             "flops_per_token": self.flops["train"],
             "train_flops": self.flops["train"] * tokens,
             "optimizer": self.opt.name,

@@ -14,7 +14,7 @@ from jaxlab.diagnostics import collect_stats
 from jaxlab.partition import infos_list
 from jaxlab.sharding import batch_sharding
 from jaxlab.tasks import Task
-from jaxlab.tasks.base import UPDATE_INPUTS_KEY
+from jaxlab.tasks.base import BARE_LOSS_KEY, UPDATE_INPUTS_KEY
 from jaxlab.train import state as train_state
 from jaxlab.train.optimizer import Optimizer
 
@@ -76,11 +76,13 @@ def jit_train_step(mdef: train_state.ModelDef, opt: Optimizer, mesh: Any,
 
 
 def make_eval_step(graphdef: Any, task: Task) -> Callable:
-    """``(params, batch) -> {"loss", **task metrics}``."""
+    """``(params, batch) -> {"loss", **task metrics}``; the loss is the task's bare
+    objective (``BARE_LOSS_KEY``) where its training loss adds a regulariser."""
 
     def eval_step(params, batch):
         loss, extra = loss_fn(graphdef, params, batch, task)
-        return {"loss": loss, **{k: v for k, v in extra.items() if k != UPDATE_INPUTS_KEY}}
+        extra = {k: v for k, v in extra.items() if k != UPDATE_INPUTS_KEY}
+        return {"loss": extra.pop(BARE_LOSS_KEY, loss), **extra}
 
     return eval_step
 

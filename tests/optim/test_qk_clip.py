@@ -58,13 +58,14 @@ def test_each_head_max_logit_becomes_min_of_itself_and_tau(scan, kv_heads):
     0 changes layer 1's inputs): the other layer's maxima are passed as -inf, so it keeps
     its weights and logits. W_v, W_o and the MLP are untouched."""
     model, tokens = model_and_batch(scan, kv_heads)
-    _, before = model(tokens, return_max_logits=True)
+    before = model(tokens, with_aux=True, max_logits=True)[1]["max_logits"]
     graphdef, params = nnx.split(model, nnx.Param)
     for layer in (0, 1):
         tau = float(jnp.median(before[layer]))
         only = jnp.full_like(before, -jnp.inf).at[layer].set(before[layer])
         clipped, stats = apply_qk_clip(params, only, threshold=tau)
-        _, after = nnx.merge(graphdef, clipped)(tokens, return_max_logits=True)
+        after = nnx.merge(graphdef, clipped)(tokens, with_aux=True,
+                                             max_logits=True)[1]["max_logits"]
         np.testing.assert_allclose(after[layer], jnp.minimum(before[layer], tau), rtol=1e-5)
         if layer == 1:
             np.testing.assert_allclose(after[0], before[0], rtol=1e-6)
@@ -84,7 +85,7 @@ def test_wrapper_equals_muon_then_the_clip():
     params = nnx.state(model, nnx.Param)
     infos = describe_params(params)
     grads = jax.tree.map(lambda x: jax.random.normal(jax.random.key(3), x.shape), params)
-    _, s = model(tokens, return_max_logits=True)
+    s = model(tokens, with_aux=True, max_logits=True)[1]["max_logits"]
     tau = float(jnp.max(s)) / 2
     base, wrapped = muon(0.02, infos), muonclip(0.02, infos, qk_clip_threshold=tau)
     u, _ = base.update(grads, base.init(params), params)
