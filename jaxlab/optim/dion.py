@@ -21,9 +21,10 @@ the polar factor of ``B`` as the warm start converges. The authors orthonormalis
 ``P`` by randomised Cholesky QR, equal to QR up to column signs, which cancel in
 ``P Q^T``; this file uses Householder QR in float32.
 
-Matrices of one shape are stacked and, under a mesh, sharded along the stack
-(:func:`jaxlab.optim.matrix_stacking.map_stacked`), so the QR and products of each matrix
-run on one device with no collective. ``docs/methods.md`` (Dion) lists the defaults.
+Each power iteration runs the QRs of all matrices as one batched call
+(:func:`joint_qr`, zero-padded to a common shape: several QR calls in one program deadlock
+on jaxlib 0.10's CPU backend); under a mesh every stack is sharded along its matrices, so
+the QR and products of each matrix run on one device with no collective. ``docs/methods.md`` (Dion) lists the defaults.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlab.optim.arg_checks import check_choice, check_positive, check_range, check_rate
-from jaxlab.optim.matrix_stacking import map_stacked
+from jaxlab.optim.matrix_stacking import mesh_of, shard_stack
 from jaxlab.optim.muon import (
     check_group_args,
     deferred,
@@ -78,9 +79,35 @@ def dion_scale(info: ParamInfo, update_scale: str | float, rms_target: float = 0
     return shape_scale(info, update_scale, rms_target)
 
 
+def joint_qr(xs: list[jax.Array], mesh=None) -> list[jax.Array]:
+    """Orthonormal factors (reduced QR) of stacks ``xs[k] (N_k, m_k, r_k)``, ``m_k >= r_k``,
+    in ONE batched QR: each is zero-padded to the largest ``(M, R)`` (zero rows stay zero
+    and the first ``r_k`` Householder columns ignore the zero columns after them), so
+    ``[:, :m_k, :r_k]`` of the joint factor is ``x_k``'s. On CPU, several QR custom calls
+    in one program deadlock intermittently in jaxlib 0.10 (reproduced with three
+    ``(8, 128, 128)`` QRs; one batched call never hung), and one call is also fewer
+    launches on GPU. Under ``mesh`` the joint stack is sharded along its batch axis."""
+    if len(xs) == 1 and mesh is None:
+        return [jnp.linalg.qr(xs[0])[0]]
+    big_m = max(x.shape[1] for x in xs)
+    big_r = max(x.shape[2] for x in xs)
+    padded = [jnp.pad(x, ((0, 0), (0, big_m - x.shape[1]), (0, big_r - x.shape[2])))
+              for x in xs]
+    joint = jnp.concatenate(padded, axis=0)
+    if mesh is not None:
+        joint = shard_stack(joint, mesh)
+    q = jnp.linalg.qr(joint)[0]
+    out, offset = [], 0
+    for x in xs:
+        out.append(q[offset: offset + x.shape[0], : x.shape[1], : x.shape[2]])
+        offset += x.shape[0]
+    return out
+
+
 def dion_step(b: jax.Array, q: jax.Array, *, mu: float, eps: float, power_iters: int = 1
               ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One Dion step on a stack of long-side-first matrices.
+    """One Dion step on a stack of long-side-first matrices (one leaf's; the optimizer
+    runs the steps of all leaves with their QRs joined, :func:`dion_steps`).
 
     Args:
       b: ``(N, m, n)``, ``m >= n``: momentum plus gradient.
@@ -88,12 +115,28 @@ def dion_step(b: jax.Array, q: jax.Array, *, mu: float, eps: float, power_iters:
     Returns:
       ``(update P Q^T (N, m, n), new momentum (N, m, n), new Q (N, n, r))``, float32.
     """
-    b = b.astype(jnp.float32)
-    q = q.astype(jnp.float32)
-    r_mat = q
+    return dion_steps([b], [q], mu=mu, eps=eps, power_iters=power_iters)[0]
+
+
+def dion_steps(bs: list[jax.Array], qs: list[jax.Array], *, mu: float, eps: float,
+               power_iters: int = 1, mesh=None) -> list[tuple[jax.Array, ...]]:
+    """:func:`dion_step` of every ``(b, q)`` pair, each power iteration's QRs as one
+    :func:`joint_qr` call."""
+    bs = [b.astype(jnp.float32) for b in bs]
+    qs = [q.astype(jnp.float32) for q in qs]
+    if mesh is not None:
+        bs = [shard_stack(b, mesh) for b in bs]
+        qs = [shard_stack(q, mesh) for q in qs]
+    rs = qs
     for _ in range(power_iters):
-        p, _ = jnp.linalg.qr(b @ r_mat)
-        r_mat = jnp.swapaxes(b, 1, 2) @ p
+        ps = joint_qr([b @ r for b, r in zip(bs, rs)], mesh)
+        ps = [p if mesh is None else shard_stack(p, mesh) for p in ps]
+        rs = [jnp.swapaxes(b, 1, 2) @ p for b, p in zip(bs, ps)]
+    return [_finish(b, q, p, r, mu, eps) for b, q, p, r in zip(bs, qs, ps, rs)]
+
+
+def _finish(b, q, p, r_mat, mu, eps):
+    """Zero guard, error feedback, column normalisation: ``(P Q^T, M, Q)``."""
     zero = jnp.all(b == 0, axis=(1, 2), keepdims=True)
     p = jnp.where(zero, 0.0, p)
     r_mat = jnp.where(zero, q, r_mat)
@@ -116,7 +159,7 @@ def _as_leaf(x: jax.Array, info: ParamInfo) -> jax.Array:
 def scale_by_dion(infos: Any, *, rank_fraction: float = 1.0, rank_multiple_of: int = 1,
                   mu: float = 0.95, power_iters: int = 1, eps: float = 1e-8,
                   update_scale: str | float = "dion", rms_target: float = 0.2,
-                  seed: int = 0, mu_dtype=None, stack: bool = True,
+                  seed: int = 0, mu_dtype=None,
                   shard: bool = True) -> optax.GradientTransformation:
     """Dion's ``scale P Q^T`` for the matrix leaves of a tree (others masked out).
 
@@ -126,7 +169,8 @@ def scale_by_dion(infos: Any, *, rank_fraction: float = 1.0, rank_multiple_of: i
       mu: momentum (error-feedback decay). power_iters: power-iteration steps per update.
       eps: column-normalisation guard. update_scale, rms_target: :func:`dion_scale`.
       seed: of ``Q``'s normal initialisation. mu_dtype: momentum dtype (default: the
-        gradient's). stack, shard: :func:`map_stacked`.
+        gradient's). shard: under a mesh, shard every stack (and the joint QR) along its
+        matrices, so each matrix's QR and products run on one device.
     """
     check_range("rank_fraction", rank_fraction, 0.0, 1.0, lo_open=True)
     if isinstance(rank_multiple_of, bool) or not isinstance(rank_multiple_of, int) \
@@ -160,11 +204,12 @@ def scale_by_dion(infos: Any, *, rank_fraction: float = 1.0, rank_multiple_of: i
             raise ValueError(f"scale_by_dion got {len(g_leaves)} leaves for {len(mats)} "
                              "matrices; mask the non-matrix leaves (see dion())")
         m_leaves = treedef.flatten_up_to(state.mu)
-        inputs = [(_long_side_first(m.astype(jnp.float32) + g.astype(jnp.float32), i), q)
-                  for m, g, i, q in zip(m_leaves, g_leaves, mats, state.q)]
-        outs = map_stacked(lambda b, q: dion_step(b, q, mu=mu, eps=eps,
-                                                  power_iters=power_iters),
-                           inputs, mats, stack=stack, shard=shard)
+        bs = [_long_side_first(m.astype(jnp.float32) + g.astype(jnp.float32), i)
+              for m, g, i in zip(m_leaves, g_leaves, mats)]
+        mesh = mesh_of(g_leaves[0]) if (shard and g_leaves) else None
+        outs = dion_steps(bs, list(state.q), mu=mu, eps=eps, power_iters=power_iters,
+                          mesh=mesh) if bs else []
+        outs = [tuple(y[: i.num_matrices] for y in o) for o, i in zip(outs, mats)]
         out, new_m, new_q = [], [], []
         for (o, m, q), info, s, g, old in zip(outs, mats, scales, g_leaves, m_leaves):
             out.append((s * _as_leaf(o, info)).astype(g.dtype))
@@ -189,8 +234,7 @@ def dion(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
          rms_target: float = 0.2, seed: int = 0, weight_decay: float = 0.01,
          adam_learning_rate: optax.ScalarOrSchedule | None = None, adam_b1: float = 0.9,
          adam_b2: float = 0.95, adam_eps: float = 1e-8, adam_weight_decay: float = 0.01,
-         wd_mult: Any = None, mu_dtype=None, stack: bool = True,
-         shard: bool = True) -> optax.GradientTransformation:
+         wd_mult: Any = None, mu_dtype=None, shard: bool = True) -> optax.GradientTransformation:
     """Dion (arXiv 2504.05295) on hidden matrices, AdamW on embeddings, head and vectors.
 
     Defaults are the reference implementation's (full rank, ``mu = 0.95``, one power
@@ -202,7 +246,7 @@ def dion(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
     kwargs = {k: v for k, v in locals().items() if k not in ("learning_rate", "infos")}
     matrix_kwargs = dict(rank_fraction=rank_fraction, rank_multiple_of=rank_multiple_of,
                          mu=mu, power_iters=power_iters, eps=eps, update_scale=update_scale,
-                         rms_target=rms_target, seed=seed, mu_dtype=mu_dtype, stack=stack,
+                         rms_target=rms_target, seed=seed, mu_dtype=mu_dtype,
                          shard=shard)
     if infos is None:  # check the arguments now, not at init
         check_group_args(learning_rate=learning_rate, **kwargs)

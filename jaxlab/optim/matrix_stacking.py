@@ -73,7 +73,7 @@ def mesh_of(x: jax.Array):
     return mesh if mesh.axis_names and math.prod(mesh.axis_sizes) > 1 else None
 
 
-def _shard_stack(x: jax.Array, mesh) -> jax.Array:
+def shard_stack(x: jax.Array, mesh) -> jax.Array:
     """``x (N, m, n)`` padded to a multiple of the device count and sharded over all
     mesh axes along N."""
     axes = tuple(a for a, s in zip(mesh.axis_names, mesh.axis_sizes) if s > 1)
@@ -161,7 +161,7 @@ def map_stacked(fn: Callable[..., tuple[jax.Array, ...]],
         for j in range(len(inputs[group.indices[0]])):
             parts = [inputs[i][j] for i in group.indices]
             x = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0)
-            args.append(x if mesh is None else _shard_stack(x, mesh))
+            args.append(x if mesh is None else shard_stack(x, mesh))
         ys = tuple(y[: group.num_matrices] for y in fn(*args))
         offset = 0
         for i, size in zip(group.indices, group.sizes):
