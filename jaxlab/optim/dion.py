@@ -207,6 +207,11 @@ def scale_by_dion(infos: Any, *, rank_fraction: float = 1.0, rank_multiple_of: i
         bs = [_long_side_first(m.astype(jnp.float32) + g.astype(jnp.float32), i)
               for m, g, i in zip(m_leaves, g_leaves, mats)]
         mesh = mesh_of(g_leaves[0]) if (shard and g_leaves) else None
+        if mesh is not None and jax.default_backend() == "cpu":
+            raise ValueError(
+                "dion on a multi-device CPU mesh: jaxlib 0.10's CPU QR deadlocks when several "
+                "devices run it at once (docs/methods.md, Dion); run Dion on one CPU device "
+                "or on GPU/TPU")
         outs = dion_steps(bs, list(state.q), mu=mu, eps=eps, power_iters=power_iters,
                           mesh=mesh) if bs else []
         outs = [tuple(y[: i.num_matrices] for y in o) for o, i in zip(outs, mats)]
