@@ -30,6 +30,7 @@ from jaxlab.optim.matrix_stacking import orthogonalize_leaves
 from jaxlab.optim.muon import (
     check_group_args,
     deferred,
+    global_norm,
     make_ns_fn,
     matrix_infos,
     momentum_direction,
@@ -94,7 +95,7 @@ def scale_by_adamuon(infos: Any, *, beta: float = 0.95, beta2: float | None = No
             out.append(info.from_matrices(size * ohat / norm).astype(g.dtype))
             new_nu.append(nu)
         count = sum(x.size for x in new_nu)
-        stats = {"adamuon/update_norm": _norm(out),
+        stats = {"adamuon/update_norm": global_norm(out),
                  "adamuon/nu_mean": (sum(jnp.sum(x) for x in new_nu) / count if count
                                      else jnp.zeros((), jnp.float32))}
         return (jax.tree.unflatten(treedef, out),
@@ -102,11 +103,6 @@ def scale_by_adamuon(infos: Any, *, beta: float = 0.95, beta2: float | None = No
                              jax.tree.unflatten(treedef, new_nu), stats))
 
     return optax.GradientTransformation(init, update)
-
-
-def _norm(leaves) -> jax.Array:
-    return jnp.sqrt(sum((jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves),
-                        jnp.zeros((), jnp.float32)))
 
 
 def adamuon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *, beta: float = 0.95,

@@ -41,6 +41,7 @@ from jaxlab.optim.matrix_stacking import mesh_of, shard_stack
 from jaxlab.optim.muon import (
     check_group_args,
     deferred,
+    global_norm,
     matrix_infos,
     shape_scale,
     with_matrix_optimizer,
@@ -220,17 +221,12 @@ def scale_by_dion(infos: Any, *, rank_fraction: float = 1.0, rank_multiple_of: i
             out.append((s * _as_leaf(o, info)).astype(g.dtype))
             new_m.append(_as_leaf(m, info).astype(old.dtype))
             new_q.append(q)
-        stats = {"dion/momentum_norm": _norm(new_m), "dion/update_norm": _norm(out)}
+        stats = {"dion/momentum_norm": global_norm(new_m), "dion/update_norm": global_norm(out)}
         return (jax.tree.unflatten(treedef, out),
                 DionState(state.count + 1, jax.tree.unflatten(treedef, new_m), tuple(new_q),
                           stats))
 
     return optax.GradientTransformation(init, update)
-
-
-def _norm(leaves) -> jax.Array:
-    return jnp.sqrt(sum((jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves),
-                        jnp.zeros((), jnp.float32)))
 
 
 def dion(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,

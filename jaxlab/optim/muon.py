@@ -197,15 +197,15 @@ def scale_by_muon(infos: Any, *, beta: float = 0.95, nesterov: bool = True,
         ortho = orthogonalize_leaves([p[1] for p in pairs], mats, ns_fn, stack=stack,
                                      shard=shard)
         out = [(s * o).astype(g.dtype) for s, o, g in zip(scales, ortho, g_leaves)]
-        stats = {"muon/momentum_norm": _global_norm(new_mu),
-                 "muon/update_norm": _global_norm(out)}
+        stats = {"muon/momentum_norm": global_norm(new_mu),
+                 "muon/update_norm": global_norm(out)}
         return (jax.tree.unflatten(treedef, out),
                 MuonState(state.count + 1, jax.tree.unflatten(treedef, new_mu), stats))
 
     return optax.GradientTransformation(init, update)
 
 
-def _global_norm(leaves) -> jax.Array:
+def global_norm(leaves) -> jax.Array:
     if not leaves:
         return jnp.zeros((), jnp.float32)
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
@@ -297,15 +297,10 @@ def check_muon_args(*, learning_rate, ns_coeffs, ns_steps, ns_dtype, ns_variant,
                     ns_precondition="frobenius", **_) -> None:
     """Every number and name of :func:`muon`, checked at construction: lr >= 0 (or a
     schedule), momenta in [0, 1), decays >= 0, eps > 0, known Newton-Schulz settings."""
-    check_learning_rate("learning_rate", learning_rate)
-    if adam_learning_rate is not None:
-        check_learning_rate("adam_learning_rate", adam_learning_rate)
+    check_group_args(learning_rate=learning_rate, weight_decay=weight_decay,
+                     adam_learning_rate=adam_learning_rate, adam_b1=adam_b1, adam_b2=adam_b2,
+                     adam_eps=adam_eps, adam_weight_decay=adam_weight_decay)
     check_rate("momentum beta", beta)
-    check_rate("adam_b1", adam_b1)
-    check_rate("adam_b2", adam_b2)
-    check_nonnegative("weight_decay", weight_decay)
-    check_nonnegative("adam_weight_decay", adam_weight_decay)
-    check_positive("adam_eps", adam_eps)
     check_positive("rms_target", rms_target)
     if not isinstance(update_scale, (int, float)) or isinstance(update_scale, bool):
         check_choice("update_scale", update_scale, UPDATE_SCALES)

@@ -34,6 +34,7 @@ from jaxlab.optim.matrix_stacking import orthogonalize_leaves
 from jaxlab.optim.muon import (
     check_group_args,
     deferred,
+    global_norm,
     make_ns_fn,
     matrix_infos,
     momentum_direction,
@@ -130,7 +131,7 @@ def scale_by_normuon(infos: Any, *, beta: float = 0.95, beta2: float = 0.95,
             out.append(info.from_matrices(size * ohat / hat_norm).astype(g_leaves[k].dtype))
             new_v.append(v)
             ratios.append(jnp.max(v) / jnp.maximum(jnp.min(v), _TINY))
-        stats = {"normuon/update_norm": _norm(out),
+        stats = {"normuon/update_norm": global_norm(out),
                  "normuon/v_max_over_min": jnp.max(jnp.stack(ratios)) if ratios
                  else jnp.zeros((), jnp.float32)}
         return (jax.tree.unflatten(treedef, out),
@@ -138,11 +139,6 @@ def scale_by_normuon(infos: Any, *, beta: float = 0.95, beta2: float = 0.95,
                              tuple(new_v), stats))
 
     return optax.GradientTransformation(init, update)
-
-
-def _norm(leaves) -> jax.Array:
-    return jnp.sqrt(sum((jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves),
-                        jnp.zeros((), jnp.float32)))
 
 
 def normuon(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *, beta: float = 0.95,

@@ -54,7 +54,6 @@ import optax
 
 from jaxlab.optim.arg_checks import (
     check_choice,
-    check_learning_rate,
     check_nonnegative,
     check_positive,
     check_range,
@@ -62,13 +61,12 @@ from jaxlab.optim.arg_checks import (
 )
 from jaxlab.optim.matrix_stacking import orthogonalize_leaves
 from jaxlab.optim.muon import (
-    decoupled_weight_decay,
     make_ns_fn,
     matrix_infos,
     momentum_direction,
-    with_adamw_for_the_rest,
+    with_matrix_optimizer,
 )
-from jaxlab.partition import MATRIX, ParamInfo
+from jaxlab.partition import ParamInfo
 
 GATES = ("soft", "gated")
 AXES = ("fan_in", "fan_out")
@@ -286,22 +284,10 @@ def trasmuon(learning_rate: optax.ScalarOrSchedule, infos: Any, *, weight_decay:
     The gin name ``trasmuon`` (:mod:`jaxlab.train.optimizer`) is this function with these
     defaults.
     """
-    check_learning_rate("learning_rate", learning_rate)
-    if adam_learning_rate is not None:
-        check_learning_rate("adam_learning_rate", adam_learning_rate)
-    check_nonnegative("weight_decay", weight_decay)
-    check_nonnegative("adam_weight_decay", adam_weight_decay)
-    check_rate("adam_b1", adam_b1)
-    check_rate("adam_b2", adam_b2)
-    check_positive("adam_eps", adam_eps)
-    matrix_tx = optax.chain(scale_by_trasmuon(infos, **kwargs),
-                            decoupled_weight_decay(weight_decay, infos, (MATRIX,), wd_mult),
-                            optax.scale_by_learning_rate(learning_rate))
-    return with_adamw_for_the_rest(
-        matrix_tx, infos, adam_learning_rate=(learning_rate if adam_learning_rate is None
-                                              else adam_learning_rate),
-        adam_b1=adam_b1, adam_b2=adam_b2, adam_eps=adam_eps,
-        adam_weight_decay=adam_weight_decay, adam_nesterov=False, wd_mult=wd_mult)
+    return with_matrix_optimizer(
+        scale_by_trasmuon(infos, **kwargs), infos, learning_rate, weight_decay=weight_decay,
+        adam_learning_rate=adam_learning_rate, adam_b1=adam_b1, adam_b2=adam_b2,
+        adam_eps=adam_eps, adam_weight_decay=adam_weight_decay, wd_mult=wd_mult)
 
 
 __all__ = [
