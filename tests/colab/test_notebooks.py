@@ -26,6 +26,9 @@ STUDIES = {
         ROOT / "experiments" / "layerwise_wd" / "sweep.gin", "tiny", "layerwise_wd-tiny",
         ("report.md", "report.json", "transfer.png", "transfer.svg", "grid.png",
          "sigma_max.png")),
+    "muon_family.ipynb": (
+        ROOT / "experiments" / "muon_family" / "sweep.gin", "tiny", "muon_family-tiny",
+        ("report.md", "report.json", "step_cost.png", "step_cost.svg")),
     "trasmuon_stability.ipynb": (
         ROOT / "experiments" / "trasmuon_stability" / "sweep_lm.gin", "tiny",
         "trasmuon_stability_lm-tiny",
@@ -55,6 +58,31 @@ def check_vit_digits(sweep_dir: Path) -> None:
         assert big["val loss"] < 2.10 and big["val acc (%)"] > 25.0, big
     report = (sweep_dir / "report.md").read_text()
     assert "adamw: best accuracy" in report and "muon: best accuracy" in report
+
+
+def check_muon_family(sweep_dir: Path) -> None:
+    """Every arm trained on both models: past chance (ln 256 = 5.55 nats/byte) after 40
+    steps; each MoE run is paired with its dense twin at equal steps, stores more parameters
+    than it activates, and reports its dropped tokens; MuonClip's clip figures are read
+    from its runs' logs; AdamW's step-cost ratio to itself is 1."""
+    result = json.loads((sweep_dir / "report.json").read_text())
+    assert result["runs"] == result["done"] == 8
+    table = {(r["model"], r["arm"]): r for r in result["table"]}
+    assert set(table) == {(m, a) for m in ("d32", "moe32")
+                          for a in ("adamw", "muon", "dion", "muonclip")}
+    assert all(r["val loss"] < 5.2 for r in table.values()), table
+    moe = {r["arm"]: r for r in result["moe_vs_dense"]}
+    assert set(moe) == {"adamw", "muon", "dion", "muonclip"}
+    for r in moe.values():
+        assert r["steps"] == r["twin steps"] == 40
+        assert r["N stored"] > r["N active"]
+        assert 0.0 <= r["dropped tokens"] < 1.0
+        assert r["moe gain"] == pytest.approx(r["dense loss"] - r["moe loss"])
+    assert len(result["qk_clip"]) == 2
+    assert all(r["max logit (max)"] > 0 for r in result["qk_clip"])
+    costs = {(r["model"], r["arm"]): r["step time / adamw's"] for r in result["step_costs"]}
+    assert costs[("d32", "adamw")] == costs[("moe32", "adamw")] == 1.0
+    assert "## Verdict" in (sweep_dir / "report.md").read_text()
 
 
 def check_wsd_cooldown(sweep_dir: Path) -> None:
@@ -123,7 +151,7 @@ def check_layerwise_wd(sweep_dir: Path) -> None:
     assert sig["plain"]["predicted_slope"] == pytest.approx(0.75, abs=1e-9)
 
 
-CHECKS = {"adamw_timescale.ipynb": check_adamw_timescale, "layerwise_wd.ipynb": check_layerwise_wd, "vit_digits.ipynb": check_vit_digits, "wsd_cooldown.ipynb": check_wsd_cooldown}
+CHECKS = {"adamw_timescale.ipynb": check_adamw_timescale, "muon_family.ipynb": check_muon_family, "layerwise_wd.ipynb": check_layerwise_wd, "vit_digits.ipynb": check_vit_digits, "wsd_cooldown.ipynb": check_wsd_cooldown}
 
 
 def _execute(path: Path) -> dict:

@@ -1,0 +1,77 @@
+"""The muon_family study's presets expand to the intended grids: every arm on every rung,
+the lr grid only on the marked rung, the MoE rung at its dense twin's steps with equal
+active parameters, and one decay timescale for every run of a rung (the tiny preset runs
+for real in tests/colab)."""
+
+from pathlib import Path
+
+import gin
+import pytest
+
+from jaxlab.launch.expand import load_plan
+
+SWEEP = Path(__file__).resolve().parents[2] / "experiments" / "muon_family" / "sweep.gin"
+ARMS = {"adamw", "muon", "muon_aol", "normuon", "adamuon", "dion", "muonclip", "trasmuon"}
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+@pytest.mark.parametrize("preset,swept,rest,moe,twin", [
+    ("smoke", ["d32"], ["d48", "d64"], "moe64", "d64"),
+    ("cpu", ["d64"], ["d96", "d128"], "moe128", "d128"),
+    (None, ["d256", "d384", "d512"], [], "moe512", "d512")])
+def test_presets_expand_to_the_grid(tmp_path, preset, swept, rest, moe, twin):
+    plan = load_plan(SWEEP, preset, tmp_path)
+    runs = {tuple(dict(r.labels)[k] for k in ("model", "optimizer", "lr")): r
+            for r in plan.runs}
+    lr_sweep_rungs = swept + ([moe] if preset is None else [])
+    n_rungs = len(swept) + len(rest) + 1
+    assert len(plan.runs) == len(ARMS) * (3 * len(lr_sweep_rungs)
+                                          + n_rungs - len(lr_sweep_rungs))
+    assert {k[1] for k in runs} == ARMS
+    for arm in ARMS:
+        assert {k[2] for k in runs if k[:2] == (swept[0], arm)} == {"lr0.5", "lr1", "lr2"}
+        for model in rest:
+            assert {k[2] for k in runs if k[:2] == (model, arm)} == {"lr1"}
+        lrs = {float(_bindings(runs[(swept[0], arm, lr)])["build_optimizer.learning_rate"])
+               for lr in ("lr0.5", "lr1", "lr2")}
+        assert lrs == {3e-3, 6e-3, 1.2e-2}
+        m, d = runs[(moe, arm, "lr1")], runs[(twin, arm, "lr1")]
+        # equal steps; active parameters equal but for the router (E x d per layer)
+        assert _bindings(m)["TrainConfig.steps"] == _bindings(d)["TrainConfig.steps"]
+        extra = dict(m.figures)["params_non_embedding"] - dict(d.figures)["params_non_embedding"]
+        n_layers = int(_bindings(d)["ModelConfig.n_layers"])
+        d_model = int(_bindings(d)["ModelConfig.d_model"])
+        assert extra == n_layers * 8 * d_model
+        assert dict(m.variables)["twin_N"] == dict(d.figures)["params_non_embedding"]
+    # one decay timescale per rung: lr x wd is the same for every arm and lr, on both
+    # groups of every optimizer
+    for model in swept:
+        products = set()
+        for k, r in runs.items():
+            if k[0] != model:
+                continue
+            b = _bindings(r)
+            lr = float(b["build_optimizer.learning_rate"])
+            products |= {round(lr * float(v), 12) for key, v in b.items()
+                         if key.endswith("weight_decay")}
+        assert len(products) == 1, products
+
+
+def _bindings(run) -> dict:
+    return dict(run.bindings)
+
+
+def test_arms_bind_what_they_say():
+    plan = load_plan(SWEEP, "tiny", Path("/tmp/unused"))
+    names = {dict(r.labels)["optimizer"] for r in plan.runs}
+    assert names == {"adamw", "muon", "dion", "muonclip"}
+    arm_files = {p.stem for p in (SWEEP.parent / "arms").glob("*.gin")}
+    assert arm_files == ARMS
+    aol = (SWEEP.parent / "arms" / "muon_aol.gin").read_text()
+    assert "muon.ns_precondition = 'aol'" in aol and "muon.ns_steps = 4" in aol
