@@ -53,7 +53,7 @@ def _frame(runs):
                             extras=[{"N_stored": s.get("params_non_embedding_stored")}
                                     for s in have["summary"]])
     by_name = have.set_index("name")
-    for col, key in (("arm", "axis.optimizer"), ("model", "axis.model"), ("lr_label", "axis.lr")):
+    for col, key in (("arm", "axis.optimizer"), ("model", "axis.model")):
         df[col] = [by_name.loc[r, key] for r in df["run"]]
     df["run_dir"] = [by_name.loc[r, "run_dir"] for r in df["run"]]
     df["moe"] = df["model"].str.startswith(MOE_PREFIX)
@@ -141,17 +141,16 @@ def _size_table(best) -> list[dict]:
 
 
 def _moe_vs_dense(df) -> list[dict]:
-    """Every arm's MoE run against its dense twin at lr multiplier 1 (equal steps)."""
+    """Every arm's MoE run against its dense twin at the same lr (equal steps)."""
     rows = []
-    lr1 = df[df["lr_label"] == "lr1"]
-    for _, moe in lr1[lr1["moe"]].iterrows():
-        twin = lr1[(lr1["model"] == "d" + moe["model"][len(MOE_PREFIX):])
-                   & (lr1["arm"] == moe["arm"])]
+    for _, moe in df[df["moe"]].iterrows():
+        twin = df[(df["model"] == "d" + moe["model"][len(MOE_PREFIX):])
+                  & (df["arm"] == moe["arm"]) & (df["lr"] == moe["lr"])]
         if twin.empty:
             continue
         t = twin.iloc[0]
-        rows.append({"arm": moe["arm"], "model": moe["model"], "N active": int(moe["N"]),
-                     "N stored": int(moe["N_stored"]),
+        rows.append({"arm": moe["arm"], "model": moe["model"], "lr": moe["lr"],
+                     "N active": int(moe["N"]), "N stored": int(moe["N_stored"]),
                      "steps": int(moe["steps"]), "twin steps": int(t["steps"]),
                      "moe loss": moe["final_val_loss"], "dense loss": t["final_val_loss"],
                      "moe gain": t["final_val_loss"] - moe["final_val_loss"],
@@ -160,16 +159,20 @@ def _moe_vs_dense(df) -> list[dict]:
 
 
 def _step_costs(df) -> list[dict]:
-    """Median tokens/s of each lr1 run, as step time relative to AdamW on the same model."""
+    """Median logged tokens/s of each arm on each model (over its lrs: the step's cost does
+    not depend on the lr), as step time relative to AdamW's on the same model."""
     rows = []
-    lr1 = df[df["lr_label"] == "lr1"]
-    for model, sub in lr1.groupby("model", sort=False):
-        tps = {r["arm"]: _metric(r["run_dir"], "tokens_per_sec") for _, r in sub.iterrows()}
+    for model, sub in df.groupby("model", sort=False):
+        tps: dict = {}
+        for _, r in sub.iterrows():
+            v = _metric(r["run_dir"], "tokens_per_sec")
+            if v:
+                tps.setdefault(r["arm"], []).append(v)
         base = tps.get(BASELINE)
         for arm, v in tps.items():
-            if v and base:
-                rows.append({"model": model, "arm": arm, "tokens/s": v,
-                             "step time / adamw's": base / v})
+            if base:
+                rows.append({"model": model, "arm": arm, "tokens/s": float(np.median(v)),
+                             "step time / adamw's": float(np.median(base) / np.median(v))})
     return rows
 
 
@@ -233,8 +236,9 @@ def _verdicts(size_rows, moe_rows, lr_info) -> list[str]:
         if edge:
             lines.append(f"- lr grid: the best lr of {', '.join(edge)} is at the grid's edge "
                          "on the swept rung, so their optimum may lie outside it.")
-    lines.append("- Scale: one seed per cell; the larger rungs use the grid's centre lr, "
-                 "which the lr sweep on the smallest rung may not endorse for every arm.")
+    lines.append("- Scale: one seed per cell; the larger rungs use one lr for every arm "
+                 "(lr_mult 2), which the lr sweep on the smallest rung may not endorse for "
+                 "every arm, and the optimum lr may move with size.")
     return lines
 
 
@@ -269,12 +273,12 @@ def report(sweep_dir, runs) -> dict:
         moe_rows = _moe_vs_dense(df)
         if moe_rows:
             md += ["\n## MoE against its dense twin (equal active parameters, equal steps, "
-                   "lr x1)\n", markdown_table(moe_rows)]
+                   "equal lr)\n", markdown_table(moe_rows)]
             result["moe_vs_dense"] = moe_rows
         costs = _step_costs(df)
         if costs:
             md += ["\n## Step cost relative to AdamW\n",
-                   ("Median logged tokens/s of each lr x1 run (compilation left out). Two "
+                   ("Median logged tokens/s of each arm's runs (compilation left out). Two "
                     "runs share the 2 cores at a time, so these ratios carry the machine's "
                     "noise; `benchmarks/optimizer_step.py` times the optimizer updates side "
                     "by side in one process.\n"), markdown_table(costs),

@@ -31,17 +31,17 @@ def test_presets_expand_to_the_grid(tmp_path, preset, swept, rest, moe, twin):
             for r in plan.runs}
     lr_sweep_rungs = swept + ([moe] if preset is None else [])
     n_rungs = len(swept) + len(rest) + 1
-    assert len(plan.runs) == len(ARMS) * (3 * len(lr_sweep_rungs)
+    assert len(plan.runs) == len(ARMS) * (4 * len(lr_sweep_rungs)
                                           + n_rungs - len(lr_sweep_rungs))
     assert {k[1] for k in runs} == ARMS
     for arm in ARMS:
-        assert {k[2] for k in runs if k[:2] == (swept[0], arm)} == {"lr0.5", "lr1", "lr2"}
+        assert {k[2] for k in runs if k[:2] == (swept[0], arm)} == {"lr0.5", "lr1", "lr2", "lr4"}
         for model in rest:
-            assert {k[2] for k in runs if k[:2] == (model, arm)} == {"lr1"}
+            assert {k[2] for k in runs if k[:2] == (model, arm)} == {"lr2"}
         lrs = {float(_bindings(runs[(swept[0], arm, lr)])["build_optimizer.learning_rate"])
-               for lr in ("lr0.5", "lr1", "lr2")}
-        assert lrs == {3e-3, 6e-3, 1.2e-2}
-        m, d = runs[(moe, arm, "lr1")], runs[(twin, arm, "lr1")]
+               for lr in ("lr0.5", "lr1", "lr2", "lr4")}
+        assert lrs == {3e-3, 6e-3, 1.2e-2, 2.4e-2}
+        m, d = runs[(moe, arm, "lr2")], runs[(twin, arm, "lr2")]
         # equal steps; active parameters equal but for the router (E x d per layer)
         assert _bindings(m)["TrainConfig.steps"] == _bindings(d)["TrainConfig.steps"]
         extra = dict(m.figures)["params_non_embedding"] - dict(d.figures)["params_non_embedding"]
