@@ -44,7 +44,7 @@ MOE_PREFIX = "moe"      # the MoE rung's label: 'moe128' is the MoE twin of dens
 NOISE_NATS = 0.01       # about the seed spread of a final loss here (as layerwise_wd, wsd_cooldown)
 
 
-def _frame(runs):
+def frame(runs):
     """Finished runs as a scaling table plus arm, model, lr multiplier and run_dir."""
     have = runs[runs["summary"].notna()]
     have = have[have["summary"].map(lambda s: s.get("status") in ("done", "diverged", "failed"))]
@@ -95,7 +95,7 @@ def _lr_table(df) -> tuple[list[dict], dict]:
     return rows, {"rung": rung, "best": best}
 
 
-def _best_per_rung(df):
+def best_per_rung(df):
     """Each (arm, model)'s run with the lowest loss over its lrs."""
     idx = df.groupby(["arm", "model"])["final_val_loss"].idxmin()
     return df.loc[idx].reset_index(drop=True)
@@ -247,7 +247,7 @@ def report(sweep_dir, runs) -> dict:
     sweep_dir = Path(sweep_dir)
     if "run_dir" not in runs:  # a store read directly (the notebook): runs sit in sweep_dir
         runs = runs.assign(run_dir=[str(sweep_dir / n) for n in runs["name"]])
-    df = _frame(runs)
+    df = frame(runs)
     out: dict = {"report": sweep_dir / "report.md", "plots": [], "lines": []}
     result: dict = {"runs": len(runs), "done": len(df)}
     md = ["# The Muon family against AdamW\n",
@@ -265,7 +265,7 @@ def report(sweep_dir, runs) -> dict:
             out["plots"] += [p for p in _plot_lr(df, lr_info, sweep_dir / "lr_sweep")
                              if p.endswith(".png")]
             result["lr_sweep"] = lr_info
-        best = _best_per_rung(df)
+        best = best_per_rung(df)
         _ladder(best, md, result, sweep_dir, out)
         size_rows = _size_table(best)
         md += ["\n## Every rung, best lr\n", markdown_table(size_rows)]

@@ -64,7 +64,8 @@ def check_muon_family(sweep_dir: Path) -> None:
     """Every arm trained on both models: past chance (ln 256 = 5.55 nats/byte) after 40
     steps; each MoE run is paired with its dense twin at equal steps, stores more parameters
     than it activates, and reports its dropped tokens; MuonClip's clip figures are read
-    from its runs' logs; AdamW's step-cost ratio to itself is 1."""
+    from its runs' logs, and where the clip never acted its run equals Muon's; AdamW's
+    step-cost ratio to itself is 1."""
     result = json.loads((sweep_dir / "report.json").read_text())
     assert result["runs"] == result["done"] == 8
     table = {(r["model"], r["arm"]): r for r in result["table"]}
@@ -80,6 +81,11 @@ def check_muon_family(sweep_dir: Path) -> None:
         assert r["moe gain"] == pytest.approx(r["dense loss"] - r["moe loss"])
     assert len(result["qk_clip"]) == 2
     assert all(r["max logit (max)"] > 0 for r in result["qk_clip"])
+    # tiny logits stay far below tau = 15: a clip that never acts leaves Muon's run as is
+    assert all(r["clipped heads (mean frac)"] == 0.0 for r in result["qk_clip"])
+    for model in ("d32", "moe32"):
+        assert table[(model, "muonclip")]["val loss"] == pytest.approx(
+            table[(model, "muon")]["val loss"], abs=1e-6)
     costs = {(r["model"], r["arm"]): r["step time / adamw's"] for r in result["step_costs"]}
     assert costs[("d32", "adamw")] == costs[("moe32", "adamw")] == 1.0
     assert "## Verdict" in (sweep_dir / "report.md").read_text()
