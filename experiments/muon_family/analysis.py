@@ -41,6 +41,7 @@ from jaxlab.scaling.results import load_metrics, summaries_to_frame
 
 BASELINE = "adamw"
 MOE_PREFIX = "moe"      # the MoE rung's label: 'moe128' is the MoE twin of dense 'd128'
+MIN_RUNGS = 3           # dense rungs an arm needs for its L(C) fit (two constants + one)
 NOISE_NATS = 0.01       # about the seed spread of a final loss here (as layerwise_wd, wsd_cooldown)
 
 
@@ -103,9 +104,15 @@ def best_per_rung(df):
 
 def _ladder(best, md: list, result: dict, sweep_dir: Path, out: dict) -> None:
     dense = best[~best["moe"]]
-    if dense["model"].nunique() < 2 or BASELINE not in set(dense["arm"]):
-        md.append("\n**No compute fit:** need at least 2 dense rungs with AdamW.\n")
+    rungs = dense.groupby("arm")["model"].nunique()
+    short = sorted(rungs[rungs < MIN_RUNGS].index)
+    dense = dense[dense["arm"].isin(rungs[rungs >= MIN_RUNGS].index)]
+    if BASELINE not in set(dense["arm"]):
+        md.append(f"\n**No compute fit:** needs AdamW on at least {MIN_RUNGS} dense rungs.\n")
         return
+    if short:
+        md.append(f"\nLeft out of the fits (fewer than {MIN_RUNGS} dense rungs done): "
+                  f"{', '.join(short)}.\n")
     cmp = optimizer_comparison(dense, baseline=BASELINE, group_col="arm")
     fits = cmp["fits"]
     out["plots"] += [p for p in plots.plot_loss_vs_compute(
