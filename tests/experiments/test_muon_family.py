@@ -21,27 +21,32 @@ def _clean_gin():
     gin.clear_config()
 
 
-@pytest.mark.parametrize("preset,swept,rest,moe,twin", [
-    ("smoke", ["d32"], ["d48", "d64"], "moe64", "d64"),
-    ("cpu", ["d64"], ["d96", "d128"], "moe128", "d128"),
-    (None, ["d256", "d384", "d512"], [], "moe512", "d512")])
-def test_presets_expand_to_the_grid(tmp_path, preset, swept, rest, moe, twin):
+LR_GRID = {"lr0.5": 3e-3, "lr1": 6e-3, "lr2": 1.2e-2, "lr4": 2.4e-2}
+CPU_LR_GRID = {**LR_GRID, "lr8": 4.8e-2}
+
+
+@pytest.mark.parametrize("preset,swept,rest,moe,twin,grid,fixed", [
+    ("smoke", ["d32"], ["d48", "d64"], "moe64", "d64", LR_GRID, "lr2"),
+    ("cpu", ["d64"], ["d96", "d128"], "moe128", "d128", CPU_LR_GRID, "lr4"),
+    (None, ["d256", "d384", "d512"], [], "moe512", "d512", LR_GRID, "lr2")])
+def test_presets_expand_to_the_grid(tmp_path, preset, swept, rest, moe, twin, grid, fixed):
     plan = load_plan(SWEEP, preset, tmp_path)
     runs = {tuple(dict(r.labels)[k] for k in ("model", "optimizer", "lr")): r
             for r in plan.runs}
     lr_sweep_rungs = swept + ([moe] if preset is None else [])
     n_rungs = len(swept) + len(rest) + 1
-    assert len(plan.runs) == len(ARMS) * (4 * len(lr_sweep_rungs)
+    assert len(plan.runs) == len(ARMS) * (len(grid) * len(lr_sweep_rungs)
                                           + n_rungs - len(lr_sweep_rungs))
     assert {k[1] for k in runs} == ARMS
     for arm in ARMS:
-        assert {k[2] for k in runs if k[:2] == (swept[0], arm)} == {"lr0.5", "lr1", "lr2", "lr4"}
+        for model in swept:
+            assert {k[2] for k in runs if k[:2] == (model, arm)} == set(grid)
+            for label, lr in grid.items():
+                bound = _bindings(runs[(model, arm, label)])["build_optimizer.learning_rate"]
+                assert float(bound) == pytest.approx(lr, rel=1e-12)
         for model in rest:
-            assert {k[2] for k in runs if k[:2] == (model, arm)} == {"lr2"}
-        lrs = {float(_bindings(runs[(swept[0], arm, lr)])["build_optimizer.learning_rate"])
-               for lr in ("lr0.5", "lr1", "lr2", "lr4")}
-        assert lrs == {3e-3, 6e-3, 1.2e-2, 2.4e-2}
-        m, d = runs[(moe, arm, "lr2")], runs[(twin, arm, "lr2")]
+            assert {k[2] for k in runs if k[:2] == (model, arm)} == {fixed}
+        m, d = runs[(moe, arm, fixed)], runs[(twin, arm, fixed)]
         # equal steps; active parameters equal but for the router (E x d per layer)
         assert _bindings(m)["TrainConfig.steps"] == _bindings(d)["TrainConfig.steps"]
         extra = dict(m.figures)["params_non_embedding"] - dict(d.figures)["params_non_embedding"]
