@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import gin
 import jax
 import jax.numpy as jnp
 import optax
@@ -142,7 +141,6 @@ def averaged_params(opt_state: Any, params: Any) -> Any:
 AVERAGING = ("ema", "swa")
 
 
-@gin.configurable(denylist=["tx", "kind"])
 def weight_averaging(tx: optax.GradientTransformation, kind: str | None,
                      ema_decay: float = 0.999, swa_horizon: int = 500, swa_interval: int = 5):
     """Wraps ``tx`` for ``build_optimizer.averaging = kind``.

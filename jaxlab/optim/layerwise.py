@@ -23,7 +23,6 @@ import collections
 import dataclasses
 from typing import Any
 
-import gin
 import jax
 import optax
 
@@ -67,7 +66,6 @@ def infer_width(infos: Any) -> int:
     return int(fan_ins.most_common(1)[0][0])
 
 
-@gin.configurable(denylist=["infos"])
 def layerwise_rules(infos: Any, width: int | None = None, base_width: int = 128,
                     matrix: Rule = (-1.0, 0.5), embedding: Rule = (0.0, None),
                     head: Rule = (0.0, None), vector: Rule = (0.0, None)) -> LayerwiseScales:

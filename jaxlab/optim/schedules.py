@@ -1,4 +1,4 @@
-"""Learning-rate schedules as optax schedules, selectable by name from gin.
+"""Learning-rate schedules as optax schedules, by name (gin name `make_schedule`).
 
 Every schedule is ``step -> lr`` (jit-friendly, ``step`` an int or int32 array) built from
 one linear warmup followed by a named shape:
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 
-import gin
 import jax.numpy as jnp
 import optax
 
@@ -141,14 +140,13 @@ def _steps(value: float, total_steps: int, name: str) -> int:
     return round(value * total_steps) if value < 1 else int(value)
 
 
-@gin.configurable
 def make_schedule(peak_lr: float, total_steps: int, name: str = "cosine",
                   warmup_steps: float = 0.05, final_fraction: float | None = None,
                   cooldown_shape: str = "1-sqrt", cooldown_fraction: float = 0.2,
                   cooldown_steps: int | None = None, decay_start_step: int | None = None,
                   warmup_init_fraction: float = 0.0) -> optax.Schedule:
-    """A schedule by name (see the module docstring); the registry calls
-    ``make_schedule(peak_lr, total_steps)`` and gin sets the rest.
+    """A schedule by name (see the module docstring). At the entry points the gin name
+    ``make_schedule`` binds every argument but the first two.
 
     Args:
       peak_lr: the peak learning rate.

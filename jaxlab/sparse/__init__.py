@@ -25,11 +25,11 @@ from jaxlab.sparse.prune import PruneState, prune
 from jaxlab.sparse.schedules import PruningSchedule
 from jaxlab.sparse.srste import sr_ste
 from jaxlab.sparse.structure import block_mask, nm_mask
-from jaxlab.sparse.training import SparsityConfig, maybe_prune
+from jaxlab.sparse.training import SparsityConfig, maybe_prune, sparsity_config
 
 __all__ = [
     "LeafPlan", "PruneSpec", "PruneState", "PruningSchedule", "SparsityConfig", "adams",
     "block_mask", "compute_fractions_to_steps", "distribute", "maybe_prune", "nm_mask",
     "plan_leaves", "planned_nonzeros", "prune", "solve_densities", "sparsity_diagnostics",
-    "sr_ste", "topk_masks",
+    "sparsity_config", "sr_ste", "topk_masks",
 ]

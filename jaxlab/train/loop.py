@@ -29,8 +29,9 @@ from jaxlab.tasks import LanguageModelTask, Task, build_task
 from jaxlab.train import state as train_state
 from jaxlab.train.checkpoint import Checkpointer
 from jaxlab.train.config import TrainConfig
+from jaxlab.train.gin_setup import optimizer_config
 from jaxlab.train.metrics import MetricWriter
-from jaxlab.train.optimizer import Optimizer, build_optimizer
+from jaxlab.train.optimizer import Optimizer, OptimizerConfig, build_optimizer
 from jaxlab.train.step import jit_train_step, make_eval_step
 
 FINAL_LOSS_WINDOW = 100  # final_train_loss averages the last min(100, steps // 20) steps
@@ -164,8 +165,10 @@ class Run:
     """One training run of ``task`` in ``workdir`` (see :func:`train`); after :meth:`run`,
     ``final_state`` holds the last ``{"params", "opt_state"}`` (sharded on ``mesh``)."""
 
-    def __init__(self, workdir: str | Path, task: Task, cfg: TrainConfig):
+    def __init__(self, workdir: str | Path, task: Task, cfg: TrainConfig,
+                 opt_cfg: OptimizerConfig | None = None):
         self.workdir = Path(workdir)
+        opt_cfg = opt_cfg or OptimizerConfig()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         task.check(cfg.batch_size)
@@ -176,14 +179,14 @@ class Run:
                 f"TrainConfig.batch_size={cfg.batch_size} is not divisible by the "
                 f"{data_ways} data-parallel devices of mesh {cfg.mesh!r}"
             )
-        block = block_kernel_size(self.mesh.size)
+        block = block_kernel_size(self.mesh.size, opt_cfg.sparsity)
         if block is not None:
             # Block-sparse training multiplies its hidden matrices through the Pallas kernel.
             task = task.with_block_sparse(block)
         self.task = task
         self.tokens_per_step = cfg.batch_size * task.tokens_per_example
         self.mdef = train_state.model_def(task, self.mesh, cfg.seed)
-        self.opt: Optimizer = build_optimizer(self.mdef.abstract_params, cfg.steps)
+        self.opt: Optimizer = build_optimizer(self.mdef.abstract_params, cfg.steps, opt_cfg)
         # QK-clip and the like: the task reports what the optimizer's update takes.
         self.task = task = task.reporting(self.opt.update_inputs)
         self.counts = task.param_counts()
@@ -381,21 +384,25 @@ def _jsonable(values: dict) -> dict:
 
 def train(workdir: str | Path, model_cfg: ModelConfig | None = None,
           data_cfg: DataConfig | None = None, cfg: TrainConfig | None = None,
-          on_setup=None, task: Task | None = None) -> dict:
+          on_setup=None, task: Task | None = None,
+          opt_cfg: OptimizerConfig | None = None) -> dict:
     """Trains (or resumes) one model in ``workdir``; returns the summary dict.
 
     What is trained: ``task`` if given; else the LM of ``model_cfg`` and ``data_cfg`` if
     either is given; else ``cfg.task`` built from gin (``ModelConfig.d_model = 256``,
-    ``ViTConfig.d_model = 64`` etc.). Configs left as None are built from gin. Writes
+    ``ViTConfig.d_model = 64`` etc.). Configs left as None are built from gin (the
+    optimizer's by :func:`jaxlab.train.gin_setup.optimizer_config`). Writes
     ``metrics.jsonl``, TensorBoard files under ``tb/``, checkpoints under
     ``checkpoints/`` and ``summary.json`` into ``workdir``. ``on_setup()`` is called once
     the model and optimizer are built, before the first step.
     """
     cfg = cfg or TrainConfig()
+    opt_cfg = opt_cfg or optimizer_config()
     if task is None and (model_cfg is not None or data_cfg is not None):
         task = LanguageModelTask(model_cfg or ModelConfig(), data_cfg or DataConfig(),
                                  cfg.seq_len)
-    run = Run(workdir, build_task(cfg.task if task is None else task, cfg.seq_len), cfg)
+    run = Run(workdir, build_task(cfg.task if task is None else task, cfg.seq_len), cfg,
+              opt_cfg)
     if on_setup is not None:
         on_setup()  # e.g. write the operative gin config before the (long) loop
     return run.run()

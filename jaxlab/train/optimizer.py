@@ -1,9 +1,14 @@
-"""Optimizers by name, built from the model's parameter labels and configured from gin.
+"""Optimizers by name, assembled from an explicit :class:`OptimizerConfig` and the
+model's parameter labels.
 
-``build_optimizer(params, total_steps)`` is what the training loop calls. Gin picks the
-optimizer with one binding, e.g. ``build_optimizer.optimizer = 'muon'``, and each
-optimizer's own hyperparameters are gin parameters under its registry name
-(``adamw.weight_decay``, ``muon.update_scale``).
+``build_optimizer(params, total_steps, config)`` is what the training loop calls; it reads
+no gin. At the entry points (``python -m jaxlab.train``, the launcher, :func:`jaxlab.train
+.loop.train`) :func:`jaxlab.train.gin_setup.optimizer_config` builds the config from gin:
+``build_optimizer.optimizer = 'muon'`` picks the optimizer, and each optimizer's own
+hyperparameters are gin parameters under its registry name (``adamw.weight_decay``,
+``muon.update_scale``), as are the schedule's (``make_schedule.*``), the layerwise
+rules' (``layerwise_rules.*``), weight averaging's (``weight_averaging.*``) and sparse
+training's (``sparsity.*``).
 
 A new optimizer is one file that registers itself::
 
@@ -36,10 +41,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import gin
 import jax
 import optax
 
@@ -54,6 +58,7 @@ from jaxlab.optim.qk_clip import MAX_LOGITS, muonclip
 from jaxlab.optim.schedules import make_schedule
 from jaxlab.optim.trasmuon import scale_by_trasmuon, trasmuon
 from jaxlab.sparse.training import SparsityConfig, maybe_prune
+from jaxlab.train import gin_names
 
 Factory = Callable[..., Any]
 OPTIMIZERS: dict[str, Factory] = {}
@@ -66,7 +71,8 @@ FACTORY_ARGS = ("infos", "lr", "make_lr", "wd_mult")
 
 def register(name: str, update_inputs: tuple[str, ...] = ()):
     """Decorator: adds ``factory(infos, lr, make_lr, **hyperparameters)`` to the registry
-    under ``name`` and makes its hyperparameters the gin parameters ``name.<param>``.
+    under ``name`` and makes its hyperparameters the gin parameters ``name.<param>`` (read
+    at the entry points only, see :mod:`jaxlab.train.gin_names`).
     ``update_inputs``: extra arguments its ``update`` takes, which the task must report
     every step (:meth:`jaxlab.tasks.Task.reporting`)."""
 
@@ -79,8 +85,8 @@ def register(name: str, update_inputs: tuple[str, ...] = ()):
         if missing:
             raise TypeError(f"optimizer factory {name!r} must take {FACTORY_ARGS[:3]} first; "
                             f"missing {missing}")
-        OPTIMIZERS[name] = gin.external_configurable(
-            fn, name, denylist=[a for a in FACTORY_ARGS if a in params])
+        OPTIMIZERS[name] = fn
+        gin_names.expose(name, fn, skip=FACTORY_ARGS)
         UPDATE_INPUTS[name] = tuple(update_inputs)
         return fn
 
@@ -151,14 +157,66 @@ class Optimizer:
     update_inputs: tuple[str, ...] = ()
 
 
-def operative_hparams(name: str) -> dict[str, Any]:
-    """The hyperparameters optimizer ``name`` is built with now: its factory's defaults
-    updated by the current gin bindings (``adamw.weight_decay = ...``), for the record."""
+def operative_hparams(name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters optimizer ``name`` is built with: its factory's defaults
+    updated by ``hparams``, for the record. An unknown hyperparameter raises, naming the
+    valid ones."""
     params = inspect.signature(OPTIMIZERS[name]).parameters
+    valid = sorted(k for k in params if k not in FACTORY_ARGS)
+    unknown = sorted(set(hparams) - set(valid))
+    if unknown:
+        raise ValueError(f"optimizer {name!r} has no hyperparameter {unknown[0]!r}; "
+                         f"valid: {valid}")
     values = {k: p.default for k, p in params.items()
               if k not in FACTORY_ARGS and p.default is not inspect.Parameter.empty}
-    values.update({k: v for k, v in gin.get_bindings(name).items() if k in params})
+    values.update(hparams)
+    missing = [k for k in valid if k not in values]
+    if missing:
+        raise ValueError(f"optimizer {name!r} needs hyperparameter {missing[0]!r} "
+                         f"(`{name}.{missing[0]} = ...`); it has no default")
     return values
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Everything :func:`build_optimizer` builds from, besides the parameters and the
+    run length. The gin names of its parts are given per field.
+
+    Attributes:
+      optimizer: a name in :data:`OPTIMIZERS` (``build_optimizer.optimizer``).
+      learning_rate: peak learning rate of the main group.
+      clip_norm: global gradient-norm clipping before the optimizer (None: off).
+      label_overrides: ``{path regex: label}`` passed to ``describe_params``.
+      hparams: the optimizer's hyperparameters that differ from its factory's defaults
+        (``<optimizer>.<name>``, e.g. ``adamw.weight_decay``).
+      schedule: keyword arguments of :func:`~jaxlab.optim.schedules.make_schedule` beyond
+        the peak and the steps (``make_schedule.*``).
+      layerwise: apply the width-scaling rules (arXiv 2510.15262) to any optimizer.
+      layerwise_rules: keyword arguments of :func:`~jaxlab.optim.layerwise.layerwise_rules`
+        beyond ``infos`` (``layerwise_rules.*``).
+      averaging: ``'ema'`` or ``'swa'`` keeps averaged parameters in the optimizer state
+        and sets ``eval_params``; None: off.
+      weight_averaging: keyword arguments of
+        :func:`~jaxlab.optim.averaging.weight_averaging` (``weight_averaging.*``).
+      sparsity: sparse training (``sparsity.*``); dense by default.
+    """
+
+    optimizer: str = "adamw"
+    learning_rate: float = 3e-3
+    clip_norm: float | None = 1.0
+    label_overrides: Mapping[str, str] | None = None
+    hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    schedule: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    layerwise: bool = False
+    layerwise_rules: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    averaging: str | None = None
+    weight_averaging: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    sparsity: SparsityConfig = SparsityConfig()
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: "
+                             f"{sorted(OPTIMIZERS)}")
 
 
 def decay_mask(infos: Any) -> Any:
@@ -192,61 +250,53 @@ register("dion")(from_library(dion))
 register("muonclip", update_inputs=(MAX_LOGITS,))(from_library(muonclip, also=(muon,)))
 
 
-@gin.configurable(denylist=["params", "total_steps"])
-def build_optimizer(params: Any, total_steps: int, optimizer: str = "adamw",
-                    learning_rate: float = 3e-3, clip_norm: float | None = 1.0,
-                    label_overrides: dict[str, str] | None = None, layerwise: bool = False,
-                    averaging: str | None = None) -> Optimizer:
-    """Builds the named optimizer for ``params`` (an ``nnx.State`` or array tree).
+def build_optimizer(params: Any, total_steps: int, config: OptimizerConfig | None = None,
+                    **overrides) -> Optimizer:
+    """Builds the optimizer of ``config`` for ``params`` (an ``nnx.State`` or array tree).
 
     Args:
       params: parameters (concrete or abstract), only their structure and metadata are read.
       total_steps: length of training, for the schedule.
-      optimizer: a name in :data:`OPTIMIZERS`.
-      learning_rate: peak learning rate of the main group.
-      clip_norm: global gradient-norm clipping before the optimizer (None: off).
-      label_overrides: ``{path regex: label}`` passed to ``describe_params``.
-      layerwise: apply the width-scaling rules of ``layerwise_rules`` (gin) to any
-        optimizer: per-leaf lr and weight-decay multipliers (arXiv 2510.15262).
-      averaging: ``'ema'`` or ``'swa'`` (gin ``weight_averaging.*``) keeps averaged
-        parameters in the optimizer state and sets ``eval_params``; None: off.
+      config: what to build (default: ``OptimizerConfig()``, AdamW).
+      **overrides: fields of :class:`OptimizerConfig` that replace ``config``'s, e.g.
+        ``build_optimizer(params, 100, optimizer='muon', learning_rate=0.02)``.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {sorted(OPTIMIZERS)}")
-    infos = partition.describe_params(params, label_overrides)
+    cfg = dataclasses.replace(config or OptimizerConfig(), **overrides)
+    optimizer = cfg.optimizer
+    hparams = operative_hparams(optimizer, cfg.hparams)
+    infos = partition.describe_params(params, cfg.label_overrides)
 
     def make_lr(peak: float) -> optax.Schedule:
-        return make_schedule(peak, total_steps)
+        return make_schedule(peak, total_steps, **cfg.schedule)
 
-    lr = make_lr(learning_rate)
+    lr = make_lr(cfg.learning_rate)
     factory, extra = OPTIMIZERS[optimizer], {}
-    if layerwise:
-        scales = layerwise_lib.layerwise_rules(infos)
+    if cfg.layerwise:
+        scales = layerwise_lib.layerwise_rules(infos, **cfg.layerwise_rules)
         if "wd_mult" not in inspect.signature(factory).parameters:
             raise ValueError(f"optimizer {optimizer!r} does not support layerwise rules: its "
                              f"factory has no `wd_mult` argument (per-leaf weight decay)")
         extra["wd_mult"] = scales.wd
     update_inputs = UPDATE_INPUTS.get(optimizer, ())
-    if layerwise and update_inputs:
+    if cfg.layerwise and update_inputs:
         raise ValueError(f"optimizer {optimizer!r} post-processes the final weights (its "
                          f"update takes {update_inputs}); layerwise lr multipliers applied "
                          "after it would undo that: drop build_optimizer.layerwise")
-    tx = factory(infos, lr, make_lr, **extra)
+    tx = factory(infos, lr, make_lr, **extra, **dict(cfg.hparams))
     if not isinstance(tx, optax.GradientTransformation):
         raise TypeError(f"optimizer factory {optimizer!r} returned {type(tx).__name__}; it "
                         "must return an optax.GradientTransformation (figures to log go in "
                         "its state's `stats`, see jaxlab.diagnostics)")
-    if layerwise:
+    if cfg.layerwise:
         tx = optax.chain(tx, layerwise_lib.scale_by_leaf(scales.lr))
-    if clip_norm is not None:
-        tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
-    # Sparse training (gin `sparsity.*`): wraps the whole chain, so clipping sees masked
-    # gradients; the identity unless a sparsity is bound.
-    sparse_cfg = SparsityConfig()
-    tx = maybe_prune(tx, infos, total_steps, sparse_cfg)
+    if cfg.clip_norm is not None:
+        tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
+    # Sparse training wraps the whole chain, so clipping sees masked gradients; the
+    # identity for a dense config.
+    tx = maybe_prune(tx, infos, total_steps, cfg.sparsity)
     # Outermost, so the average is of the parameters the run actually has.
-    tx, eval_params = averaging_lib.weight_averaging(tx, averaging)
-    return Optimizer(tx=tx, lr=lr, infos=infos, name=optimizer, peak_lr=learning_rate,
-                     hparams=operative_hparams(optimizer),
-                     sparsity=(sparse_cfg.target or 0.0) if sparse_cfg.enabled else 0.0,
+    tx, eval_params = averaging_lib.weight_averaging(tx, cfg.averaging,
+                                                     **cfg.weight_averaging)
+    return Optimizer(tx=tx, lr=lr, infos=infos, name=optimizer, peak_lr=cfg.learning_rate,
+                     hparams=hparams, sparsity=cfg.sparsity.target,
                      eval_params=eval_params, update_inputs=update_inputs)

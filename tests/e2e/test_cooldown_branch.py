@@ -96,11 +96,13 @@ def test_branch_continues_from_the_parent_checkpoint(runs, tmp_path):
 
 
 def _configs():
+    """The task, TrainConfig and OptimizerConfig the current gin bindings describe."""
     from jaxlab.tasks import build_task
     from jaxlab.train.config import TrainConfig
+    from jaxlab.train.gin_setup import optimizer_config
 
     cfg = TrainConfig()
-    return build_task(cfg.task, cfg.seq_len), cfg
+    return build_task(cfg.task, cfg.seq_len), cfg, optimizer_config()
 
 
 def test_cooldown_ends_below_the_constant_run(runs):

@@ -68,26 +68,26 @@ def test_bad_block_size_and_incompatible_setups_are_named():
 
 def test_block_kernel_size_choice(monkeypatch):
     from jaxlab.sparse import training
-    from jaxlab.sparse.training import SparsityConfig, block_kernel_size
+    from jaxlab.sparse.training import SparsityConfig, block_kernel_size, sparsity_config
 
-    block = SparsityConfig(target=0.5, structure="block", block_size=8)
+    block = sparsity_config(target=0.5, structure="block", block_size=8)
     assert block_kernel_size(1, block) is None  # 'auto' on CPU: the dense XLA product
-    assert block_kernel_size(1, SparsityConfig(target=0.5, structure="block", block_size=8,
-                                               kernel="pallas")) == 8
-    assert block_kernel_size(1, SparsityConfig()) is None  # sparsity off
+    assert block_kernel_size(1, sparsity_config(target=0.5, structure="block", block_size=8,
+                                                kernel="pallas")) == 8
+    assert block_kernel_size(1, sparsity_config()) is None  # sparsity off
     with pytest.raises(ValueError, match="one device; the mesh has 8"):
-        block_kernel_size(8, SparsityConfig(target=0.5, structure="block", kernel="pallas"))
+        block_kernel_size(8, sparsity_config(target=0.5, structure="block", kernel="pallas"))
     with pytest.raises(ValueError, match="structure='block'"):
-        block_kernel_size(1, SparsityConfig(target=0.5, kernel="pallas"))
+        block_kernel_size(1, sparsity_config(target=0.5, kernel="pallas"))
     with pytest.raises(ValueError, match="unknown sparsity.kernel 'fast'"):
         SparsityConfig(kernel="fast")
     # 'auto' on one accelerator device takes the kernel only where it gives the dense updates
     monkeypatch.setattr(training.jax, "default_backend", lambda: "gpu")
     assert block_kernel_size(1, block) == 8
     assert block_kernel_size(2, block) is None
-    assert block_kernel_size(1, SparsityConfig(target=0.5, structure="nm")) is None
-    assert block_kernel_size(1, SparsityConfig(target=0.5, structure="block",
-                                               score="saliency")) is None
+    assert block_kernel_size(1, sparsity_config(target=0.5, structure="nm")) is None
+    assert block_kernel_size(1, sparsity_config(target=0.5, structure="block",
+                                                score="saliency")) is None
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
@@ -102,6 +102,7 @@ def test_training_through_the_kernel_matches_the_dense_path(tmp_path, optimizer)
     from jaxlab.nn import ModelConfig
     from jaxlab.tasks import LanguageModelTask
     from jaxlab.train.config import TrainConfig
+    from jaxlab.train.gin_setup import optimizer_config
     from jaxlab.train.loop import Run
     from jaxlab.train.metrics import read_metrics
 
@@ -116,7 +117,8 @@ def test_training_through_the_kernel_matches_the_dense_path(tmp_path, optimizer)
                          "sparsity.block_size = 16\nsparsity.unit = 'step'\n"
                          f"sparsity.start = 2\nsparsity.kernel = '{kernel}'\n")
         try:
-            run = Run(tmp_path / kernel, LanguageModelTask(model, DataConfig(), cfg.seq_len), cfg)
+            run = Run(tmp_path / kernel, LanguageModelTask(model, DataConfig(), cfg.seq_len), cfg,
+                      optimizer_config())
             summary = run.run()
         finally:
             gin.clear_config()

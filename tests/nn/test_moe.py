@@ -2,7 +2,6 @@
 the capacity's priority order, the load-balancing loss by hand, gradients, accounting,
 labels, per-expert Muon updates, an expert-sharded mesh against one device, training."""
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +20,7 @@ from jaxlab.tasks import LanguageModelTask
 from jaxlab.train.config import TrainConfig
 from jaxlab.train.loop import Run
 from jaxlab.train.metrics import read_metrics
+from jaxlab.train.optimizer import OptimizerConfig
 
 
 def cfg(**kw):
@@ -172,14 +172,9 @@ def test_moe_lm_trains_through_the_loop(tmp_path):
     tcfg = TrainConfig(steps=30, batch_size=8, seq_len=32, mesh="data=1", log_every=1,
                        eval_every=0, checkpoint_every=0, progress=False,
                        async_checkpoint=False)
-    with gin.unlock_config():
-        gin.parse_config(["build_optimizer.optimizer = 'muon'",
-                          "build_optimizer.learning_rate = 0.01"])
-    try:
-        model = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=64, moe_experts=4)
-        summary = Run(tmp_path, LanguageModelTask(model, DataConfig(), 32), tcfg).run()
-    finally:
-        gin.clear_config()
+    opt = OptimizerConfig(optimizer="muon", learning_rate=0.01)
+    model = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=64, moe_experts=4)
+    summary = Run(tmp_path, LanguageModelTask(model, DataConfig(), 32), tcfg, opt).run()
     rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
     assert summary["status"] == "done"
     assert rows[-1]["ce_loss"] < rows[0]["ce_loss"] - 1.0

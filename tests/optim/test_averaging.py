@@ -11,6 +11,7 @@ from flax import nnx
 from jaxlab.nn import ModelConfig, TransformerLM
 from jaxlab.optim import averaging
 from jaxlab.train import optimizer as registry
+from jaxlab.train.gin_setup import optimizer_config
 
 
 def run(tx, steps, p0=1.0):
@@ -84,7 +85,7 @@ def test_build_optimizer_averaging_on_model_state_with_donation():
     try:
         cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, vocab_size=32, max_seq_len=16)
         params = jax.jit(lambda: nnx.state(TransformerLM(cfg, rngs=nnx.Rngs(params=0)), nnx.Param))()
-        opt = registry.build_optimizer(params, 10, learning_rate=1e-2)
+        opt = registry.build_optimizer(params, 10, optimizer_config(learning_rate=1e-2))
     finally:
         gin.clear_config()
     assert opt.eval_params is not None

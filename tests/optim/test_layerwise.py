@@ -15,6 +15,7 @@ from jaxlab.nn import ModelConfig, TransformerLM
 from jaxlab.optim.layerwise import infer_width, layerwise_rules
 from jaxlab.partition import MATRIX, VECTOR, describe_params, infos_list
 from jaxlab.train import optimizer as registry
+from jaxlab.train.gin_setup import optimizer_config
 
 LR, WD, BASE = 1e-2, 0.1, 64
 
@@ -29,15 +30,17 @@ def params():
     return {d: model_params(d) for d in (BASE, 2 * BASE)}
 
 
+def config(wd=WD, **kw) -> registry.OptimizerConfig:
+    """AdamW at a constant LR and weight decay ``wd``, rules tuned at width BASE."""
+    return registry.OptimizerConfig(
+        learning_rate=LR, clip_norm=None, hparams={"weight_decay": wd},
+        schedule={"name": "constant", "warmup_steps": 0},
+        layerwise_rules={"base_width": BASE}, **kw)
+
+
 @pytest.fixture(autouse=True)
 def _gin():
     gin.clear_config()
-    gin.parse_config(f"""
-        make_schedule.name = 'constant'
-        make_schedule.warmup_steps = 0
-        adamw.weight_decay = {WD}
-        layerwise_rules.base_width = {BASE}
-    """)
     yield
     gin.clear_config()
 
@@ -53,8 +56,8 @@ def test_width_is_d_model(params):
 
 
 def test_multipliers_double_width(params):
-    small = layerwise_rules(describe_params(params[BASE]))
-    big = layerwise_rules(describe_params(params[2 * BASE]))
+    small = layerwise_rules(describe_params(params[BASE]), base_width=BASE)
+    big = layerwise_rules(describe_params(params[2 * BASE]), base_width=BASE)
     infos = describe_params(params[2 * BASE])
     lr_s, lr_b = by_path(small.lr, infos), by_path(big.lr, infos)
     wd_s, wd_b = by_path(small.wd, infos), by_path(big.wd, infos)
@@ -74,8 +77,8 @@ def f64_mean(x):
     return float(np.mean(np.asarray(x, np.float64)))
 
 
-def _one_step(params, grads):
-    opt = registry.build_optimizer(params, 100, learning_rate=LR, clip_norm=None, layerwise=True)
+def _one_step(params, grads, wd=WD):
+    opt = registry.build_optimizer(params, 100, config(wd, layerwise=True))
     updates, _ = opt.tx.update(grads, opt.tx.init(params), params)
     return by_path(updates, opt.infos), by_path(params, opt.infos), opt.infos
 
@@ -88,10 +91,8 @@ def test_effective_decay_and_lr_through_build_optimizer(params):
         zeros = jax.tree.map(jnp.zeros_like, params[d])
         upd, par, infos = _one_step(params[d], zeros)
         shrink[d] = {p: f64_mean(upd[p] / par[p]) for p in upd}
-        gin.bind_parameter("adamw.weight_decay", 0.0)
-        upd, _, _ = _one_step(params[d], jax.tree.map(jnp.ones_like, params[d]))
+        upd, _, _ = _one_step(params[d], jax.tree.map(jnp.ones_like, params[d]), wd=0.0)
         step[d] = {p: f64_mean(upd[p]) for p in upd}
-        gin.bind_parameter("adamw.weight_decay", WD)
         labels = {i.path: i.label for i in infos_list(infos)}
     for p, label in labels.items():
         if label == MATRIX:
@@ -109,7 +110,7 @@ def test_at_base_width_matrices_match_plain_adamw(params):
     p = params[BASE]
     g = jax.tree.map(lambda x: jnp.sin(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape), p)
     upd, _, infos = _one_step(p, g)
-    plain = registry.build_optimizer(p, 100, learning_rate=LR, clip_norm=None)
+    plain = registry.build_optimizer(p, 100, config())
     ref = by_path(plain.tx.update(g, plain.tx.init(p), p)[0], infos)
     for info in infos_list(infos):
         if info.label in (MATRIX, VECTOR):
@@ -117,9 +118,16 @@ def test_at_base_width_matrices_match_plain_adamw(params):
 
 
 def test_one_gin_binding_turns_it_on(params):
-    gin.parse_config("build_optimizer.layerwise = True\nlayerwise_rules.width = 128")
+    gin.parse_config(f"""
+        build_optimizer.layerwise = True
+        layerwise_rules.width = 128
+        layerwise_rules.base_width = {BASE}
+        make_schedule.name = 'constant'
+        make_schedule.warmup_steps = 0
+        adamw.weight_decay = {WD}
+    """)
     p = params[BASE]  # width forced to 128 = 2 x base by gin
-    opt = registry.build_optimizer(p, 100, learning_rate=LR, clip_norm=None)
+    opt = registry.build_optimizer(p, 100, optimizer_config(learning_rate=LR, clip_norm=None))
     upd = by_path(opt.tx.update(jax.tree.map(jnp.zeros_like, p), opt.tx.init(p), p)[0], opt.infos)
     par = by_path(p, opt.infos)
     q = "blocks/attn/q/kernel"

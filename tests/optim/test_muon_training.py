@@ -1,6 +1,5 @@
 """Training with the Muon family through the real loop: the loss falls, diagnostics logged."""
 
-import gin
 import pytest
 
 from jaxlab.data import DataConfig
@@ -9,6 +8,7 @@ from jaxlab.tasks import LanguageModelTask
 from jaxlab.train.config import TrainConfig
 from jaxlab.train.loop import Run
 from jaxlab.train.metrics import read_metrics
+from jaxlab.train.optimizer import OptimizerConfig
 
 TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
 
@@ -20,13 +20,8 @@ TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
 def test_loss_falls_and_diagnostics_are_logged(tmp_path, optimizer, diag_key):
     cfg = TrainConfig(steps=40, batch_size=8, seq_len=32, mesh="data=1", log_every=1,
                       eval_every=0, checkpoint_every=0, progress=False, async_checkpoint=False)
-    with gin.unlock_config():
-        gin.parse_config([f"build_optimizer.optimizer = '{optimizer}'",
-                          "build_optimizer.learning_rate = 0.01"])
-    try:
-        summary = Run(tmp_path, LanguageModelTask(TINY, DataConfig(), cfg.seq_len), cfg).run()
-    finally:
-        gin.clear_config()
+    opt = OptimizerConfig(optimizer=optimizer, learning_rate=0.01)
+    summary = Run(tmp_path, LanguageModelTask(TINY, DataConfig(), cfg.seq_len), cfg, opt).run()
     assert summary["status"] == "done"
     rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
     first = rows[0]["loss"]

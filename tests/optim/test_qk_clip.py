@@ -2,7 +2,6 @@
 after the clip equal min(S, tau) head by head (MHA and GQA, stacked and unstacked
 blocks), the optax wrapper equals Muon then the clip, refusals, and a training run."""
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +24,7 @@ from jaxlab.tasks import LanguageModelTask
 from jaxlab.train.config import TrainConfig
 from jaxlab.train.loop import Run
 from jaxlab.train.metrics import read_metrics
+from jaxlab.train.optimizer import OptimizerConfig
 
 
 def test_factors_by_hand():
@@ -120,15 +120,10 @@ def test_refusals():
 def train(tmp_path, optimizer, tau):
     cfg = TrainConfig(steps=30, batch_size=8, seq_len=32, mesh="data=1", log_every=1,
                       eval_every=0, checkpoint_every=0, progress=False, async_checkpoint=False)
-    with gin.unlock_config():
-        gin.parse_config([f"build_optimizer.optimizer = '{optimizer}'",
-                          "build_optimizer.learning_rate = 0.02",
-                          f"muonclip.qk_clip_threshold = {tau}"])
-    try:
-        model = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
-        summary = Run(tmp_path, LanguageModelTask(model, DataConfig(), cfg.seq_len), cfg).run()
-    finally:
-        gin.clear_config()
+    opt = OptimizerConfig(optimizer=optimizer, learning_rate=0.02,
+                          hparams={"qk_clip_threshold": tau} if optimizer == "muonclip" else {})
+    model = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
+    summary = Run(tmp_path, LanguageModelTask(model, DataConfig(), cfg.seq_len), cfg, opt).run()
     assert summary["status"] == "done"
     return [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
 

@@ -10,6 +10,7 @@ import pytest
 
 from jaxlab.optim import schedules
 from jaxlab.optim.schedules import make_schedule
+from jaxlab.train.gin_setup import optimizer_config
 
 PEAK, TOTAL, WARM = 1e-2, 1000, 100
 
@@ -105,7 +106,7 @@ def test_gin_configures_wsd():
         make_schedule.cooldown_fraction = 0.5
         make_schedule.cooldown_shape = 'cosine'
     """)
-    s = make_schedule(1.0, 100)
+    s = make_schedule(1.0, 100, **optimizer_config().schedule)
     assert lr(s, 50) == pytest.approx(1.0)
     assert lr(s, 75) == pytest.approx(0.5, rel=1e-6)
     assert lr(s, 100) == pytest.approx(0.0, abs=1e-7)

@@ -21,6 +21,7 @@ from jaxlab.sparse import (
     nm_mask,
     plan_leaves,
     prune,
+    sparsity_config,
     sr_ste,
 )
 from jaxlab.sparse.prune import PruneState
@@ -164,19 +165,21 @@ def test_jaxlab_muon_exact_zeros():
     opt = build_optimizer(params, 10, optimizer="muon")
     infos = describe_params(params)
     tx = maybe_prune(opt.tx, infos, 10,
-                     SparsityConfig(target=0.5, schedule="oneshot", start=2, unit="step"))
+                     sparsity_config(target=0.5, schedule="oneshot", start=2, unit="step"))
     run_and_check(tx, params, loss, plan_leaves(infos, SPEC))
 
 
 def test_gin_config_through_build_optimizer_and_diagnostics():
     import gin
+
+    from jaxlab.train.gin_setup import optimizer_config
     params, loss = tiny_model()
     with gin.unlock_config():
         gin.parse_config(["sparsity.target = 0.5", "sparsity.schedule = 'cubic'",
                           "sparsity.start = 0.2", "sparsity.end = 0.6", "sparsity.unit = 'fraction'",
                           "sparsity.frequency = 2", "sparsity.distribution = 'erk'"])
     try:
-        opt = build_optimizer(params, 10)
+        opt = build_optimizer(params, 10, optimizer_config())
     finally:
         gin.clear_config()
     state = opt.tx.init(params)
@@ -198,9 +201,10 @@ def test_gin_config_through_build_optimizer_and_diagnostics():
     assert float(d["sparse/target_sparsity"]) == 0.5
 
 
-def test_identity_without_bindings():
+def test_identity_when_dense():
     tx = optax.sgd(0.1)
-    assert maybe_prune(tx, None, 10) is tx
+    assert maybe_prune(tx, None, 10, SparsityConfig()) is tx
+    assert maybe_prune(tx, None, 10, sparsity_config()) is tx
 
 
 def nm_info(shape, batch_ndim, fan_in_ndim):

@@ -21,9 +21,10 @@ from jaxlab.data.images import ImageDataConfig
 from jaxlab.nn.vit import ViTConfig
 from jaxlab.tasks import ImageClassificationTask, build_task
 from jaxlab.train.config import TrainConfig
-from jaxlab.train.gin_setup import parse_gin
+from jaxlab.train.gin_setup import optimizer_config, parse_gin
 from jaxlab.train.loop import Run
 from jaxlab.train.metrics import read_metrics
+from jaxlab.train.optimizer import OptimizerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 VIT_GIN = "jaxlab/configs/tasks/vit_digits.gin"
@@ -49,7 +50,7 @@ def test_short_run_beats_80_percent(tmp_path):
     parse_gin([VIT_GIN], ["TrainConfig.steps = 500", "TrainConfig.eval_every = 0",
                           "TrainConfig.progress = False"])
     cfg = TrainConfig()
-    summary = Run(tmp_path, build_task(cfg.task), cfg).run()
+    summary = Run(tmp_path, build_task(cfg.task), cfg, optimizer_config()).run()
     assert summary["status"] == "done" and summary["task"] == "image_classification"
     assert summary["final_val_accuracy"] > 0.80, summary
     assert summary["final_val_loss"] < 0.8, summary
@@ -78,8 +79,8 @@ def test_eight_devices_match_one_device(tmp_path):
 
 
 def test_muon_trains_the_vit_with_adamw_for_embeddings_and_head(tmp_path):
-    parse_gin([], ["build_optimizer.optimizer = 'muon'", "build_optimizer.learning_rate = 5e-3"])
-    run = Run(tmp_path, ImageClassificationTask(SMALL, ImageDataConfig()), _cfg(100))
+    run = Run(tmp_path, ImageClassificationTask(SMALL, ImageDataConfig()), _cfg(100),
+              OptimizerConfig(optimizer="muon", learning_rate=5e-3))
     labels = {i.path: i.label for i in jax.tree.leaves(
         run.opt.infos, is_leaf=lambda x: hasattr(x, "label"))}
     assert labels["embed/proj/kernel"] == "embedding" and labels["head/kernel"] == "head"

@@ -22,7 +22,9 @@ from jaxlab.optim.muon import muon
 from jaxlab.optim.normuon import normuon
 from jaxlab.optim.trasmuon import trasmuon
 from jaxlab.partition import describe_params
+from jaxlab.sparse.training import sparsity_config
 from jaxlab.train import optimizer as registry
+from jaxlab.train.gin_setup import optimizer_config
 
 
 def _counting(infos, lr, make_lr, wd_mult=None):
@@ -47,13 +49,9 @@ def test_stats_are_found_through_every_wrapper(counting_optimizer, clip_norm, la
     """The factory's `stats` reach the metrics whatever wraps it: clipping, layerwise
     scaling, weight averaging and sparse training (whose own figures join them)."""
     params = {"blocks": {"w": jnp.ones((2, 8, 8))}, "norm": jnp.ones(8)}
-    gin.parse_config("sparsity.target = 0.5")
-    try:
-        opt = registry.build_optimizer(params, 10, optimizer=counting_optimizer,
-                                       clip_norm=clip_norm, layerwise=layerwise,
-                                       averaging=averaging)
-    finally:
-        gin.clear_config()
+    opt = registry.build_optimizer(params, 10, optimizer=counting_optimizer,
+                                   clip_norm=clip_norm, layerwise=layerwise,
+                                   averaging=averaging, sparsity=sparsity_config(target=0.5))
     state = opt.tx.init(params)
     for _ in range(3):
         _, state = opt.tx.update(params, state, params)
@@ -151,6 +149,75 @@ def test_the_gin_name_builds_exactly_the_python_call(name, fn):
     for key, value in defaults.items():
         if key not in ("adam_learning_rate", "wd_mult"):
             assert factory[key].default == value, key
+
+
+def test_gin_gathers_one_explicit_config_and_the_library_reads_no_gin():
+    """The entry point's optimizer_config() turns every gin name of the optimizer's parts
+    into one OptimizerConfig; build_optimizer with it equals the Python call with the same
+    arguments, and bindings made after the config was built change nothing."""
+    gin.parse_config("build_optimizer.optimizer = 'muon'\n"
+                     "build_optimizer.learning_rate = 0.02\n"
+                     "muon.weight_decay = 0.05\nmuon.ns_steps = 3\n"
+                     "make_schedule.name = 'wsd'\nsparsity.target = 0.5")
+    try:
+        cfg = optimizer_config(clip_norm=None)
+        gin.parse_config("muon.weight_decay = 0.5\nmake_schedule.name = 'constant'")
+        params = {"blocks": {"w": jax.random.normal(jax.random.key(0), (2, 16, 24))},
+                  "norm": jnp.ones(16)}
+        opt = registry.build_optimizer(params, 20, cfg)
+    finally:
+        gin.clear_config()
+    assert (cfg.optimizer, cfg.learning_rate, cfg.clip_norm) == ("muon", 0.02, None)
+    assert cfg.hparams["weight_decay"] == 0.05 and cfg.hparams["ns_steps"] == 3
+    assert cfg.schedule["name"] == "wsd" and cfg.sparsity.target == 0.5
+    ref = registry.build_optimizer(
+        params, 20, optimizer="muon", learning_rate=0.02, clip_norm=None,
+        hparams={"weight_decay": 0.05, "ns_steps": 3}, schedule={"name": "wsd"},
+        sparsity=sparsity_config(target=0.5))
+    g = jax.tree.map(lambda x: jax.random.normal(jax.random.key(1), x.shape), params)
+    s1, s2 = opt.tx.init(params), ref.tx.init(params)
+    for _ in range(3):
+        u1, s1 = opt.tx.update(g, s1, params)
+        u2, s2 = ref.tx.update(g, s2, params)
+        for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
+            np.testing.assert_array_equal(a, b)
+    assert opt.hparams["weight_decay"] == 0.05 and opt.sparsity == 0.5
+
+
+def test_an_unknown_or_missing_hyperparameter_names_itself():
+    with pytest.raises(ValueError, match="'muon' has no hyperparameter 'wd'; valid: .*weight_decay"):
+        registry.build_optimizer({"w": jnp.ones((2, 2))}, 10, optimizer="muon",
+                                 hparams={"wd": 0.1})
+
+    def needs_beta(infos, lr, make_lr, beta):
+        return optax.sgd(lr, momentum=beta)
+
+    registry.OPTIMIZERS["_needs_beta"] = needs_beta
+    try:
+        with pytest.raises(ValueError, match="'_needs_beta' needs hyperparameter 'beta'"):
+            registry.build_optimizer({"w": jnp.ones((2, 2))}, 10, optimizer="_needs_beta")
+    finally:
+        del registry.OPTIMIZERS["_needs_beta"]
+
+
+def _needs_rank(infos, lr, make_lr, rank: int):
+    """A factory with a hyperparameter that has no default."""
+    del infos, make_lr, rank
+    return optax.sgd(lr)
+
+
+registry.register("_needs_rank")(_needs_rank)
+
+
+def test_a_gin_value_that_must_be_set_and_is_not_is_named():
+    gin.parse_config("build_optimizer.optimizer = '_needs_rank'")
+    try:
+        with pytest.raises(ValueError, match=r"_needs_rank.rank must be set"):
+            optimizer_config()
+        gin.parse_config("_needs_rank.rank = 4")
+        assert optimizer_config().hparams == {"rank": 4}
+    finally:
+        gin.clear_config()
 
 
 def test_a_misspelt_hyperparameter_is_refused_by_gin():

@@ -20,7 +20,7 @@ from jaxlab.data import DataConfig
 from jaxlab.nn import ModelConfig
 from jaxlab.tasks import LanguageModelTask
 from jaxlab.train.config import TrainConfig
-from jaxlab.train.gin_setup import parse_gin
+from jaxlab.train.gin_setup import optimizer_config, parse_gin
 from jaxlab.train.loop import Run, train
 from jaxlab.train.metrics import read_metrics
 
@@ -110,10 +110,12 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
 
 
 def _run(workdir, mesh, steps, batch=8, **kw):
+    """A TINY LM run; its optimizer from the gin bindings of the test, as an entry point."""
     cfg = TrainConfig(steps=steps, batch_size=batch, seq_len=32, mesh=mesh, log_every=1,
                       eval_every=0, checkpoint_every=kw.pop("checkpoint_every", 0),
                       progress=False, async_checkpoint=False, **kw)
-    run = Run(workdir, LanguageModelTask(TINY, DataConfig(), cfg.seq_len), cfg)
+    run = Run(workdir, LanguageModelTask(TINY, DataConfig(), cfg.seq_len), cfg,
+              optimizer_config())
     return run, run.run()
 
 
