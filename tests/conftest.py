@@ -1,7 +1,10 @@
-"""Test setup: 8 fake CPU devices, set before any JAX backend starts, and a persistent XLA
-compilation cache."""
+"""Test setup: 8 fake CPU devices, set before any JAX backend starts, a persistent XLA
+compilation cache, and a clean gin config around every test."""
 import os
 from pathlib import Path
+
+import gin
+import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flag = "--xla_force_host_platform_device_count=8"
@@ -16,3 +19,11 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "xla"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+@pytest.fixture(autouse=True)
+def _clean_gin():
+    """Every test starts and ends with no gin bindings (registered names stay)."""
+    gin.clear_config()
+    yield
+    gin.clear_config()

@@ -19,12 +19,6 @@ TINY = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, max_seq_len
 CONSTANT_LR = ["make_schedule.name = 'constant'", "make_schedule.warmup_steps = 0"]
 
 
-@pytest.fixture(autouse=True)
-def _gin():
-    yield
-    gin.clear_config()
-
-
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_step_learns_the_batch(optimizer):
     run = jaxlab_train_step(TINY, batch=4, seq=16, optimizer=optimizer,

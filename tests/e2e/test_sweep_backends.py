@@ -32,13 +32,6 @@ axis.lr = {
 """
 
 
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
 def _shared_dir(tmp_path_factory, request):
     """A folder shared by all xdist workers of this session (one sweep, run once)."""
     try:

@@ -5,20 +5,12 @@ for real in tests/colab)."""
 
 from pathlib import Path
 
-import gin
 import pytest
 
 from jaxlab.launch.expand import load_plan
 
 SWEEP = Path(__file__).resolve().parents[2] / "experiments" / "muon_family" / "sweep.gin"
 ARMS = {"adamw", "muon", "muon_aol", "normuon", "adamuon", "dion", "muonclip", "trasmuon"}
-
-
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 LR_GRID = {"lr0.5": 3e-3, "lr1": 6e-3, "lr2": 1.2e-2, "lr4": 2.4e-2}

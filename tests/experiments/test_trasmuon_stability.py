@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import gin
 import numpy as np
 import pytest
 
@@ -17,13 +16,6 @@ from jaxlab.launch.runner import register, store_of
 SWEEP = (Path(__file__).resolve().parents[2] / "experiments" / "trasmuon_stability"
          / "sweep_lm.gin")
 ARMS = ["adamw", "muon", "trasmuon", "trasmuon_noclip"]
-
-
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 @pytest.mark.parametrize("preset,n_lr,warmups,seeds,model", [

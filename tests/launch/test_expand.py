@@ -4,7 +4,6 @@ raised before anything launches."""
 import math
 import textwrap
 
-import gin
 import pytest
 
 from jaxlab.launch.__main__ import main as launch_main
@@ -39,13 +38,6 @@ smoke/var.tokens_per_param = 1
 smoke/axis.seed = {'TrainConfig.seed': [7, 8]}
 smoke/sweep.workers = 2
 """
-
-
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def write(tmp_path, text, name="sweep.gin"):

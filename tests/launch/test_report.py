@@ -3,7 +3,6 @@ recovers a known compute ratio from a store filled with synthetic results."""
 
 from pathlib import Path
 
-import gin
 import pytest
 
 from jaxlab.launch.__main__ import main as launch_main
@@ -11,13 +10,6 @@ from jaxlab.launch.expand import load_plan
 from jaxlab.launch.runner import register, store_of
 
 SWEEP = Path(__file__).resolve().parents[2] / "experiments" / "muon_vs_adamw" / "sweep.gin"
-
-
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 @pytest.mark.parametrize("preset,models", [("smoke", ["d64", "d80", "d96", "d128"]),

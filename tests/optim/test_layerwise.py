@@ -38,13 +38,6 @@ def config(wd=WD, **kw) -> registry.OptimizerConfig:
         layerwise_rules={"base_width": BASE}, **kw)
 
 
-@pytest.fixture(autouse=True)
-def _gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
 def by_path(tree, infos):
     return {i.path: x for i, x in zip(infos_list(infos), jax.tree.leaves(tree))}
 

@@ -19,13 +19,6 @@ def lr(s, step):
     return float(s(step))
 
 
-@pytest.fixture(autouse=True)
-def _clear_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
 def test_warmup_is_linear_from_init_fraction():
     s = make_schedule(PEAK, TOTAL, name="constant", warmup_steps=WARM, warmup_init_fraction=0.01)
     assert lr(s, 0) == pytest.approx(PEAK / 100, rel=1e-6)

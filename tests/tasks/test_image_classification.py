@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import gin
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -29,13 +28,6 @@ from jaxlab.train.optimizer import OptimizerConfig
 ROOT = Path(__file__).resolve().parents[2]
 VIT_GIN = "jaxlab/configs/tasks/vit_digits.gin"
 SMALL = ViTConfig(d_model=32, n_layers=2, n_heads=4, pool="mean")
-
-
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def _cfg(steps, mesh="data=1", **kw):

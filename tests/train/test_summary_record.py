@@ -3,7 +3,6 @@ decay and optimizer hyperparameters, the target sparsity, and non-zero counts me
 the final parameters (a scaling fit on the trainer's own directories must not need the
 sweep file)."""
 
-import gin
 import pytest
 
 from jaxlab.nn import ModelConfig
@@ -16,13 +15,6 @@ from jaxlab.train.metrics import read_metrics
 TINY = ModelConfig(d_model=32, n_layers=1, n_heads=2, max_seq_len=64)
 CFG = TrainConfig(steps=12, batch_size=4, seq_len=32, eval_every=0, eval_batches=1,
                   checkpoint_every=0, log_every=1, mesh="data=1", progress=False)
-
-
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def test_dense_run_records_weight_decay_and_dense_counts(tmp_path):

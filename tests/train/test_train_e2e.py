@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import gin
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -25,13 +24,6 @@ from jaxlab.train.loop import Run, train
 from jaxlab.train.metrics import read_metrics
 
 TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
-
-
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def losses(workdir):
