@@ -19,12 +19,17 @@ guard; an all-zero ``B`` would otherwise leave ``Q = 0`` for good). At full rank
 error feedback is plain momentum (``P P^T B = B``, so ``M = mu B``) and ``P Q^T`` tends to
 the polar factor of ``B`` as the warm start converges. The authors orthonormalise tall
 ``P`` by randomised Cholesky QR, equal to QR up to column signs, which cancel in
-``P Q^T``; this file uses Householder QR in float32.
+``P Q^T``; this file uses Householder QR in float32 (``qr='householder'``) or, where that
+cannot run, Gram-Schmidt with one reorthogonalisation in matmuls only
+(``qr='gram_schmidt'``, :func:`gram_schmidt_qr`): both give the same ``P Q^T``.
 
 Each power iteration runs the QRs of all matrices as one batched call
 (:func:`joint_qr`, zero-padded to a common shape: several QR calls in one program deadlock
 on jaxlib 0.10's CPU backend); under a mesh every stack is sharded along its matrices, so
-the QR and products of each matrix run on one device with no collective. ``docs/methods.md`` (Dion) lists the defaults.
+the QR and products of each matrix run on one device with no collective. On a
+multi-device CPU mesh the Householder QR deadlocks even as one call (the fake devices run
+it at once), so ``qr='auto'`` takes Gram-Schmidt there and Householder everywhere else.
+``docs/methods.md`` (Dion) lists the defaults.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from jaxlab.optim.muon import (
 from jaxlab.partition import ParamInfo
 
 UPDATE_SCALES = ("dion", "moonlight", "none")
+QR_METHODS = ("auto", "householder", "gram_schmidt")
 
 
 class DionState(NamedTuple):
@@ -80,16 +86,39 @@ def dion_scale(info: ParamInfo, update_scale: str | float, rms_target: float = 0
     return shape_scale(info, update_scale, rms_target)
 
 
-def joint_qr(xs: list[jax.Array], mesh=None) -> list[jax.Array]:
+def gram_schmidt_qr(x: jax.Array) -> jax.Array:
+    """Orthonormal factor of a stack ``x (N, m, r)``, ``m >= r``: classical Gram-Schmidt
+    with one reorthogonalisation pass (CGS2, orthogonal to float32 rounding for the
+    well-conditioned ``B Q`` of Dion), column by column in matmuls, so it needs no LAPACK
+    call. Columns are those of Householder QR up to sign; an all-zero column (padding)
+    stays zero."""
+    tiny = jnp.finfo(jnp.float32).tiny
+
+    def column(j, q):
+        v = jax.lax.dynamic_index_in_dim(x, j, axis=2, keepdims=False)  # (N, m)
+        for _ in range(2):  # columns >= j of q are still zero
+            v = v - jnp.einsum("bmr,br->bm", q, jnp.einsum("bmr,bm->br", q, v))
+        v = v / jnp.maximum(jnp.linalg.norm(v, axis=1, keepdims=True), tiny)
+        return jax.lax.dynamic_update_index_in_dim(q, v, j, axis=2)
+
+    return jax.lax.fori_loop(0, x.shape[2], column, jnp.zeros_like(x))
+
+
+def _qr_factor(x: jax.Array, method: str) -> jax.Array:
+    return gram_schmidt_qr(x) if method == "gram_schmidt" else jnp.linalg.qr(x)[0]
+
+
+def joint_qr(xs: list[jax.Array], mesh=None, method: str = "householder") -> list[jax.Array]:
     """Orthonormal factors (reduced QR) of stacks ``xs[k] (N_k, m_k, r_k)``, ``m_k >= r_k``,
     in ONE batched QR: each is zero-padded to the largest ``(M, R)`` (zero rows stay zero
     and the first ``r_k`` Householder columns ignore the zero columns after them), so
     ``[:, :m_k, :r_k]`` of the joint factor is ``x_k``'s. On CPU, several QR custom calls
     in one program deadlock intermittently in jaxlib 0.10 (reproduced with three
     ``(8, 128, 128)`` QRs; one batched call never hung), and one call is also fewer
-    launches on GPU. Under ``mesh`` the joint stack is sharded along its batch axis."""
+    launches on GPU. Under ``mesh`` the joint stack is sharded along its batch axis.
+    ``method``: ``'householder'`` (``jnp.linalg.qr``) or ``'gram_schmidt'``."""
     if len(xs) == 1 and mesh is None:
-        return [jnp.linalg.qr(xs[0])[0]]
+        return [_qr_factor(xs[0], method)]
     big_m = max(x.shape[1] for x in xs)
     big_r = max(x.shape[2] for x in xs)
     padded = [jnp.pad(x, ((0, 0), (0, big_m - x.shape[1]), (0, big_r - x.shape[2])))
@@ -97,7 +126,7 @@ def joint_qr(xs: list[jax.Array], mesh=None) -> list[jax.Array]:
     joint = jnp.concatenate(padded, axis=0)
     if mesh is not None:
         joint = shard_stack(joint, mesh)
-    q = jnp.linalg.qr(joint)[0]
+    q = _qr_factor(joint, method)
     out, offset = [], 0
     for x in xs:
         out.append(q[offset: offset + x.shape[0], : x.shape[1], : x.shape[2]])
@@ -105,8 +134,8 @@ def joint_qr(xs: list[jax.Array], mesh=None) -> list[jax.Array]:
     return out
 
 
-def dion_step(b: jax.Array, q: jax.Array, *, mu: float, eps: float, power_iters: int = 1
-              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def dion_step(b: jax.Array, q: jax.Array, *, mu: float, eps: float, power_iters: int = 1,
+              qr: str = "householder") -> tuple[jax.Array, jax.Array, jax.Array]:
     """One Dion step on a stack of long-side-first matrices (one leaf's; the optimizer
     runs the steps of all leaves with their QRs joined, :func:`dion_steps`).
 
@@ -116,13 +145,14 @@ def dion_step(b: jax.Array, q: jax.Array, *, mu: float, eps: float, power_iters:
     Returns:
       ``(update P Q^T (N, m, n), new momentum (N, m, n), new Q (N, n, r))``, float32.
     """
-    return dion_steps([b], [q], mu=mu, eps=eps, power_iters=power_iters)[0]
+    return dion_steps([b], [q], mu=mu, eps=eps, power_iters=power_iters, qr=qr)[0]
 
 
 def dion_steps(bs: list[jax.Array], qs: list[jax.Array], *, mu: float, eps: float,
-               power_iters: int = 1, mesh=None) -> list[tuple[jax.Array, ...]]:
+               power_iters: int = 1, mesh=None, qr: str = "householder"
+               ) -> list[tuple[jax.Array, ...]]:
     """:func:`dion_step` of every ``(b, q)`` pair, each power iteration's QRs as one
-    :func:`joint_qr` call."""
+    :func:`joint_qr` call (``qr``: its method)."""
     bs = [b.astype(jnp.float32) for b in bs]
     qs = [q.astype(jnp.float32) for q in qs]
     if mesh is not None:
@@ -130,7 +160,7 @@ def dion_steps(bs: list[jax.Array], qs: list[jax.Array], *, mu: float, eps: floa
         qs = [shard_stack(q, mesh) for q in qs]
     rs = qs
     for _ in range(power_iters):
-        ps = joint_qr([b @ r for b, r in zip(bs, rs)], mesh)
+        ps = joint_qr([b @ r for b, r in zip(bs, rs)], mesh, qr)
         ps = [p if mesh is None else shard_stack(p, mesh) for p in ps]
         rs = [jnp.swapaxes(b, 1, 2) @ p for b, p in zip(bs, ps)]
     return [_finish(b, q, p, r, mu, eps) for b, q, p, r in zip(bs, qs, ps, rs)]
@@ -160,8 +190,8 @@ def _as_leaf(x: jax.Array, info: ParamInfo) -> jax.Array:
 def scale_by_dion(infos: Any, *, rank_fraction: float = 1.0, rank_multiple_of: int = 1,
                   mu: float = 0.95, power_iters: int = 1, eps: float = 1e-8,
                   update_scale: str | float = "dion", rms_target: float = 0.2,
-                  seed: int = 0, mu_dtype=None,
-                  shard: bool = True) -> optax.GradientTransformation:
+                  seed: int = 0, mu_dtype=None, shard: bool = True,
+                  qr: str = "auto") -> optax.GradientTransformation:
     """Dion's ``scale P Q^T`` for the matrix leaves of a tree (others masked out).
 
     Args:
@@ -172,6 +202,9 @@ def scale_by_dion(infos: Any, *, rank_fraction: float = 1.0, rank_multiple_of: i
       seed: of ``Q``'s normal initialisation. mu_dtype: momentum dtype (default: the
         gradient's). shard: under a mesh, shard every stack (and the joint QR) along its
         matrices, so each matrix's QR and products run on one device.
+      qr: ``'householder'``, ``'gram_schmidt'`` (:func:`gram_schmidt_qr`) or ``'auto'``:
+        Gram-Schmidt on a multi-device CPU mesh (where jaxlib 0.10's QR deadlocks),
+        Householder elsewhere.
     """
     check_range("rank_fraction", rank_fraction, 0.0, 1.0, lo_open=True)
     if isinstance(rank_multiple_of, bool) or not isinstance(rank_multiple_of, int) \
@@ -182,6 +215,7 @@ def scale_by_dion(infos: Any, *, rank_fraction: float = 1.0, rank_multiple_of: i
     check_rate("mu", mu)
     check_positive("eps", eps)
     check_positive("rms_target", rms_target)
+    check_choice("qr", qr, QR_METHODS)
     if not isinstance(update_scale, (int, float)) or isinstance(update_scale, bool):
         check_choice("update_scale", update_scale, UPDATE_SCALES)
     mats = matrix_infos(infos)
@@ -208,13 +242,12 @@ def scale_by_dion(infos: Any, *, rank_fraction: float = 1.0, rank_multiple_of: i
         bs = [_long_side_first(m.astype(jnp.float32) + g.astype(jnp.float32), i)
               for m, g, i in zip(m_leaves, g_leaves, mats)]
         mesh = mesh_of(g_leaves[0]) if (shard and g_leaves) else None
-        if mesh is not None and jax.default_backend() == "cpu":
-            raise ValueError(
-                "dion on a multi-device CPU mesh: jaxlib 0.10's CPU QR deadlocks when several "
-                "devices run it at once (docs/methods.md, Dion); run Dion on one CPU device "
-                "or on GPU/TPU")
+        method = qr
+        if qr == "auto":
+            on_cpu_mesh = mesh is not None and jax.default_backend() == "cpu"
+            method = "gram_schmidt" if on_cpu_mesh else "householder"
         outs = dion_steps(bs, list(state.q), mu=mu, eps=eps, power_iters=power_iters,
-                          mesh=mesh) if bs else []
+                          mesh=mesh, qr=method) if bs else []
         outs = [tuple(y[: i.num_matrices] for y in o) for o, i in zip(outs, mats)]
         out, new_m, new_q = [], [], []
         for (o, m, q), info, s, g, old in zip(outs, mats, scales, g_leaves, m_leaves):
@@ -235,7 +268,8 @@ def dion(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
          rms_target: float = 0.2, seed: int = 0, weight_decay: float = 0.01,
          adam_learning_rate: optax.ScalarOrSchedule | None = None, adam_b1: float = 0.9,
          adam_b2: float = 0.95, adam_eps: float = 1e-8, adam_weight_decay: float = 0.01,
-         wd_mult: Any = None, mu_dtype=None, shard: bool = True) -> optax.GradientTransformation:
+         wd_mult: Any = None, mu_dtype=None, shard: bool = True,
+         qr: str = "auto") -> optax.GradientTransformation:
     """Dion (arXiv 2504.05295) on hidden matrices, AdamW on embeddings, head and vectors.
 
     Defaults are the reference implementation's (full rank, ``mu = 0.95``, one power
@@ -248,7 +282,7 @@ def dion(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
     matrix_kwargs = dict(rank_fraction=rank_fraction, rank_multiple_of=rank_multiple_of,
                          mu=mu, power_iters=power_iters, eps=eps, update_scale=update_scale,
                          rms_target=rms_target, seed=seed, mu_dtype=mu_dtype,
-                         shard=shard)
+                         shard=shard, qr=qr)
     if infos is None:  # check the arguments now, not at init
         check_group_args(learning_rate=learning_rate, **kwargs)
         scale_by_dion({}, **matrix_kwargs)
@@ -260,5 +294,5 @@ def dion(learning_rate: optax.ScalarOrSchedule, infos: Any = None, *,
         wd_mult=wd_mult, mu_dtype=mu_dtype)
 
 
-__all__ = ["UPDATE_SCALES", "DionState", "dion", "dion_rank", "dion_scale", "dion_step",
-           "scale_by_dion"]
+__all__ = ["QR_METHODS", "UPDATE_SCALES", "DionState", "dion", "dion_rank", "dion_scale",
+           "dion_step", "gram_schmidt_qr", "scale_by_dion"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxlab.optim.adamuon import adamuon
-from jaxlab.optim.dion import dion, dion_rank
+from jaxlab.optim.dion import dion, dion_rank, gram_schmidt_qr, joint_qr
 from jaxlab.optim.newton_schulz import newton_schulz
 from jaxlab.optim.normuon import normuon
 from jaxlab.partition import ParamInfo, describe_params
@@ -153,15 +153,44 @@ def dion_q0(state):
 
 @pytest.mark.parametrize("shape", [(40, 24), (24, 40)])
 @pytest.mark.parametrize("rank_fraction", [1.0, 0.25])
-def test_dion_matches_hand_computed(shape, rank_fraction):
+@pytest.mark.parametrize("qr", ["householder", "gram_schmidt"])
+def test_dion_matches_hand_computed(shape, rank_fraction, qr):
     w = np.asarray(jax.random.normal(jax.random.key(4), shape))
     gs = grads(shape, 4, seed=11)
-    tx = dion(LR, infos_of(w), rank_fraction=rank_fraction)
+    tx = dion(LR, infos_of(w), rank_fraction=rank_fraction, qr=qr)
     q0 = dion_q0(tx.init({"w": {"kernel": jnp.asarray(w)}}))
     assert q0.shape == (24, dion_rank(ParamInfo("w", "matrix", shape), rank_fraction))
     got, _ = run(tx, w, gs)
     for a, b in zip(got, dion_by_hand(w, gs, q0)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-7)
+
+
+def test_gram_schmidt_qr_is_householder_up_to_column_signs():
+    """CGS2 on a stack (including an ill-conditioned matrix, cond 1e4): orthonormal
+    columns, the same factor as LAPACK's QR up to one sign per column, and Q R = X; a zero
+    column (the joint QR's padding) stays zero."""
+    x = np.array(jax.random.normal(jax.random.key(0), (3, 40, 12)))
+    u, _, vt = np.linalg.svd(x[2], full_matrices=False)
+    x[2] = (u * np.logspace(0, -4, 12)) @ vt
+    q = np.asarray(gram_schmidt_qr(jnp.asarray(x)))
+    ref = np.asarray(jnp.linalg.qr(jnp.asarray(x))[0])
+    for k in range(3):
+        np.testing.assert_allclose(q[k].T @ q[k], np.eye(12), atol=2e-6)
+        signs = np.sign(np.sum(q[k] * ref[k], axis=0))
+        np.testing.assert_allclose(q[k], ref[k] * signs, atol=2e-4 if k == 2 else 2e-6)
+        r = q[k].T @ x[k]
+        np.testing.assert_allclose(np.triu(r), r, atol=1e-5 * np.abs(r).max())
+        np.testing.assert_allclose(q[k] @ r, x[k], atol=1e-5)
+    padded = np.concatenate([x[0], np.zeros((40, 3), np.float32)], axis=1)[None]
+    got = np.asarray(gram_schmidt_qr(jnp.asarray(padded)))
+    np.testing.assert_array_equal(got[0, :, 12:], 0.0)
+    np.testing.assert_allclose(got[0, :, :12], q[0], atol=1e-6)
+    # the joint call's padding changes nothing (well-conditioned stacks: with cond 1e4 the
+    # different matmul shapes' rounding grows to ~1e-6 in the last columns)
+    a, b = joint_qr([jnp.asarray(x[:1]), jnp.asarray(x[1:2, :30, :7])], method="gram_schmidt")
+    np.testing.assert_allclose(np.asarray(a), q[:1], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(gram_schmidt_qr(x[1:2, :30, :7])),
+                               atol=1e-6)
 
 
 def test_dion_low_rank_update_and_error_feedback():
@@ -271,6 +300,7 @@ def test_stacked_and_expert_weights_equal_per_matrix(name):
     (dion, {"power_iters": 0}, "power_iters must be an integer >= 1"),
     (dion, {"mu": 1.0}, r"mu = 1.0 is outside \[0, 1\)"),
     (dion, {"update_scale": "keller2"}, "unknown update_scale 'keller2'"),
+    (dion, {"qr": "cholesky"}, "unknown qr 'cholesky'"),
 ])
 @pytest.mark.parametrize("labelled", [False, True])
 def test_nonsense_is_refused_at_construction(fn, kwargs, match, labelled):
