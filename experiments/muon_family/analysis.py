@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from jaxlab.scaling import plots
@@ -192,7 +193,10 @@ def _plot_lr(df, lr_info, stem) -> list[str]:
         ax.plot(g["lr"], g["final_val_loss"], "o-", color=f"C{i}", label=arm)
     ax.set(xscale="log", xlabel="peak lr", ylabel="final val loss (nats/byte)",
            title=f"lr sweep on {lr_info['rung']}")
-    ax.grid(True, which="both", alpha=0.3)
+    lrs = sorted(sub["lr"].unique())
+    ax.set_xticks(lrs, [f"{x:g}" for x in lrs])   # the grid's values, no minor labels
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     return plots.save_figure(fig, stem)
 
@@ -214,7 +218,7 @@ def _plot_costs(costs, stem) -> list[str]:
     return plots.save_figure(fig, stem)
 
 
-def _verdicts(size_rows, moe_rows, lr_info) -> list[str]:
+def _verdicts(size_rows, moe_rows, lr_info, fixed_lrs) -> list[str]:
     lines = ["\n## Verdict\n"]
     by_model: dict = {}
     for r in size_rows:
@@ -243,9 +247,10 @@ def _verdicts(size_rows, moe_rows, lr_info) -> list[str]:
         if edge:
             lines.append(f"- lr grid: the best lr of {', '.join(edge)} is at the grid's edge "
                          "on the swept rung, so their optimum may lie outside it.")
-    lines.append("- Scale: one seed per cell; the larger rungs use one lr for every arm "
-                 "(lr_mult 2), which the lr sweep on the smallest rung may not endorse for "
-                 "every arm, and the optimum lr may move with size.")
+    shared = ", ".join(f"{x:g}" for x in fixed_lrs) or "none"
+    lines.append(f"- Scale: one seed per cell; the rungs without an lr sweep use one lr for "
+                 f"every arm ({shared}), which the sweep on the smallest rung may not endorse "
+                 "for every arm, and the optimum lr may move with size.")
     return lines
 
 
@@ -300,7 +305,9 @@ def report(sweep_dir, runs) -> dict:
         if clip:
             md += ["\n## MuonClip: how often the clip acted\n", markdown_table(clip)]
             result["qk_clip"] = clip
-        md += _verdicts(size_rows, moe_rows, lr_info)
+        swept = lr_info.get("rung") if lr_info else None
+        fixed_lrs = sorted(set(df.loc[df["model"] != swept, "lr"].astype(float)))
+        md += _verdicts(size_rows, moe_rows, lr_info, fixed_lrs)
     md += ["\n## Runs\n", markdown_table([
         {"run": r["name"], "status": r["status"],
          "val loss": (r["summary"] or {}).get("final_val_loss"),
