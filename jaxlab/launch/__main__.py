@@ -1,7 +1,7 @@
 """The sweep launcher.
 
     python -m jaxlab.launch --sweep experiments/muon_vs_adamw/sweep.gin --preset smoke \\
-        [--backend local|ray] [--workers N] [--dry_run] [--report]
+        [--backend local|ray] [--workers N] [--dry_run] [--check] [--report]
     python -m jaxlab.launch status --sweep ... --preset smoke [--watch SECONDS]
     python -m jaxlab.launch report --sweep ... --preset smoke
 
@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ray_address", default=None, help="Ray cluster (default: $RAY_ADDRESS or "
                    "a new local instance)")
     p.add_argument("--dry_run", action="store_true", help="print the run table and exit")
+    p.add_argument("--check", action="store_true",
+                   help="compile the largest runs' train step first (python -m jaxlab.train "
+                   "--compile_only) and launch only if each fits its device's memory")
     p.add_argument("--report", action="store_true", help="write the report after the sweep")
     p.add_argument("--watch", type=float, default=0.0,
                    help="status: refresh every SECONDS until the sweep is finished")
@@ -95,6 +98,10 @@ def _main(args) -> int:
     from jaxlab.launch.table import plan_table
 
     print(plan_table(plan, workers if args.backend == "local" else len(plan.runs)))
+    if args.check:
+        from jaxlab.launch.check import check_plan
+
+        check_plan(plan)  # raises SweepError (exit 2) when a run does not fit
     if args.dry_run:
         return 0
     from jaxlab.launch.runner import launch

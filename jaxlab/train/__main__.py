@@ -7,6 +7,10 @@ Example (about a minute on 2 CPU cores)::
         --gin_bindings "build_optimizer.optimizer = 'adamw'"
 
 Re-running the same command on the same ``--workdir`` resumes from its last checkpoint.
+``--compile_only`` trains nothing: it lowers and compiles the train step for the devices at
+hand and prints its per-device memory (arguments, outputs, temporaries) and FLOPs, then a
+last line of JSON; it exits 0 when the step fits the device memory, 1 when it does not
+(:mod:`jaxlab.train.aot`).
 On Linux the process keeps freed host memory for reuse (``jaxlab.train.host_memory``; about
 15% faster steps on CPU); ``JAXLAB_KEEP_HOST_MEMORY=0`` turns that off.
 """
@@ -26,10 +30,35 @@ FLAGS = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if
 GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'TrainConfig.steps = 100'.")
 VERBOSE = flags.DEFINE_boolean("verbose", False, "Show the traceback of a bad-input error.")
+COMPILE_ONLY = flags.DEFINE_boolean(
+    "compile_only", False, "Compile the train step, print its memory and FLOPs, train nothing.")
+
+
+def compile_only() -> int:
+    """``--compile_only``: the AOT report of the configured run; 0 if it fits, else 1."""
+    from jaxlab.tasks import build_task
+    from jaxlab.train.aot import compile_train_step
+    from jaxlab.train.config import TrainConfig
+    from jaxlab.train.gin_setup import optimizer_config
+
+    cfg = TrainConfig()
+    task = build_task(cfg.task, cfg.seq_len)
+    report = compile_train_step(task, cfg, optimizer_config())
+    analytic = (task.flops_per_token()["train"] * cfg.batch_size * task.tokens_per_example
+                / report.devices)
+    for line in report.lines():
+        print(line)
+    print(f"model FLOPs per step per device (jaxlab.nn accounting): {analytic:.3e}")
+    print(json.dumps({"compiled": report.to_json(), "model_flops_per_device": analytic}))
+    return 1 if report.fits is False else 0
 
 
 def main(argv) -> int:
     del argv
+    if COMPILE_ONLY.value:
+        keep_host_memory()
+        parse_gin(GIN_FILES.value, GIN_BINDINGS.value)
+        return compile_only()
     if not FLAGS.value:
         raise ValueError("--workdir is required (the run directory; an existing one resumes)")
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO

@@ -14,6 +14,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -161,6 +162,39 @@ class _Outcome:
         return self
 
 
+@dataclasses.dataclass(frozen=True)
+class RunParts:
+    """What a run is built from before any array exists: the mesh, the task as trained
+    (block-sparse kernel, reported optimizer inputs), the model definition and the
+    optimizer."""
+
+    mesh: Any
+    task: Task
+    mdef: train_state.ModelDef
+    opt: Optimizer
+
+
+def build_run_parts(task: Task, cfg: TrainConfig, opt_cfg: OptimizerConfig) -> RunParts:
+    """The mesh, task, model definition and optimizer of a run (checked: the batch splits
+    over the mesh's data axes); shared by :class:`Run` and :mod:`jaxlab.train.aot`."""
+    task.check(cfg.batch_size)
+    mesh = make_mesh(cfg.mesh)
+    data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if cfg.batch_size % data_ways:
+        raise ValueError(
+            f"TrainConfig.batch_size={cfg.batch_size} is not divisible by the "
+            f"{data_ways} data-parallel devices of mesh {cfg.mesh!r}"
+        )
+    block = block_kernel_size(mesh.size, opt_cfg.sparsity)
+    if block is not None:
+        # Block-sparse training multiplies its hidden matrices through the Pallas kernel.
+        task = task.with_block_sparse(block)
+    mdef = train_state.model_def(task, mesh, cfg.seed)
+    opt = build_optimizer(mdef.abstract_params, cfg.steps, opt_cfg)
+    # QK-clip and the like: the task reports what the optimizer's update takes.
+    return RunParts(mesh, task.reporting(opt.update_inputs), mdef, opt)
+
+
 class Run:
     """One training run of ``task`` in ``workdir`` (see :func:`train`); after :meth:`run`,
     ``final_state`` holds the last ``{"params", "opt_state"}`` (sharded on ``mesh``)."""
@@ -168,27 +202,12 @@ class Run:
     def __init__(self, workdir: str | Path, task: Task, cfg: TrainConfig,
                  opt_cfg: OptimizerConfig | None = None):
         self.workdir = Path(workdir)
-        opt_cfg = opt_cfg or OptimizerConfig()
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
-        task.check(cfg.batch_size)
-        self.mesh = make_mesh(cfg.mesh)
-        data_ways = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        if cfg.batch_size % data_ways:
-            raise ValueError(
-                f"TrainConfig.batch_size={cfg.batch_size} is not divisible by the "
-                f"{data_ways} data-parallel devices of mesh {cfg.mesh!r}"
-            )
-        block = block_kernel_size(self.mesh.size, opt_cfg.sparsity)
-        if block is not None:
-            # Block-sparse training multiplies its hidden matrices through the Pallas kernel.
-            task = task.with_block_sparse(block)
-        self.task = task
+        parts = build_run_parts(task, cfg, opt_cfg or OptimizerConfig())
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.mesh, self.mdef, self.opt = parts.mesh, parts.mdef, parts.opt
+        self.task = task = parts.task
         self.tokens_per_step = cfg.batch_size * task.tokens_per_example
-        self.mdef = train_state.model_def(task, self.mesh, cfg.seed)
-        self.opt: Optimizer = build_optimizer(self.mdef.abstract_params, cfg.steps, opt_cfg)
-        # QK-clip and the like: the task reports what the optimizer's update takes.
-        self.task = task = task.reporting(self.opt.update_inputs)
         self.counts = task.param_counts()
         self.flops = task.flops_per_token()
         self.is_writer = jax.process_index() == 0

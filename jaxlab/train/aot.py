@@ -1,0 +1,148 @@
+"""Ahead-of-time check of a run: lower and compile its train step for the devices at hand,
+without initialising a parameter or reading a batch of data.
+
+:func:`compile_train_step` builds the run's mesh, model definition and optimizer as the
+training loop does (:func:`jaxlab.train.loop.build_run_parts`), lowers the jitted step on abstract
+arrays that carry the loop's shardings, and reads the compiled executable's memory analysis
+(arguments, outputs, temporaries, per device) and cost analysis (FLOPs per step, per
+device). :func:`device_memory` is what a device may hold: the runtime's ``bytes_limit``
+on a GPU/TPU, the host's RAM shared by the CPU devices. Used by
+``python -m jaxlab.train --compile_only`` and ``python -m jaxlab.launch --check``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from jaxlab.sharding import batch_sharding
+from jaxlab.tasks import Task
+from jaxlab.train import state as train_state
+from jaxlab.train.config import TrainConfig
+from jaxlab.train.loop import build_run_parts
+from jaxlab.train.optimizer import OptimizerConfig
+from jaxlab.train.step import jit_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledStep:
+    """What one compiled train step needs, per device.
+
+    Attributes:
+      platform, device_kind: of the devices compiled for; devices: how many (the mesh).
+      argument_bytes, output_bytes, alias_bytes, temp_bytes, code_bytes: the executable's
+        memory analysis, per device (``alias``: outputs written into donated inputs).
+      flops: XLA's cost analysis of one step, per device (None if not reported). It
+        counts the body of a loop once: with scan-stacked layers it is far below the
+        model's FLOPs (``jaxlab.nn.flops_per_token``), which ``--compile_only`` prints too.
+      memory_limit_bytes: what a device may hold (:func:`device_memory`; None: unknown).
+    """
+
+    platform: str
+    device_kind: str
+    devices: int
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    temp_bytes: int
+    code_bytes: int
+    flops: float | None
+    memory_limit_bytes: int | None
+
+    @property
+    def peak_bytes(self) -> int:
+        """Live at once on a device: arguments, outputs not aliased to a donated argument,
+        temporaries and the program."""
+        return (self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+                + self.code_bytes)
+
+    @property
+    def fits(self) -> bool | None:
+        if self.memory_limit_bytes is None:
+            return None
+        return self.peak_bytes <= self.memory_limit_bytes
+
+    def lines(self) -> list[str]:
+        """The figures, one per line, for a terminal."""
+        gib = 2.0 ** 30
+        limit = ("unknown" if self.memory_limit_bytes is None
+                 else f"{self.memory_limit_bytes / gib:.2f} GiB")
+        fits = {None: "unknown", True: "yes", False: "NO"}[self.fits]
+        return [
+            f"devices: {self.devices} x {self.device_kind} ({self.platform})",
+            f"per device: arguments {self.argument_bytes / gib:.3f} GiB, outputs "
+            f"{self.output_bytes / gib:.3f} GiB (aliased {self.alias_bytes / gib:.3f}), "
+            f"temporaries {self.temp_bytes / gib:.3f} GiB, code {self.code_bytes / gib:.3f} GiB",
+            f"peak per device: {self.peak_bytes / gib:.3f} GiB of {limit}: fits {fits}",
+            "XLA cost-analysis FLOPs per step per device (a scanned layer counted once): "
+            + ("unknown" if self.flops is None else f"{self.flops:.3e}"),
+        ]
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "peak_bytes": self.peak_bytes, "fits": self.fits}
+
+
+MEMORY_ENV = "JAXLAB_DEVICE_MEMORY_BYTES"
+
+
+def device_memory(device: jax.Device, devices_sharing_host: int = 1) -> int | None:
+    """Bytes ``device`` may hold: ``$JAXLAB_DEVICE_MEMORY_BYTES`` if set (to check for a
+    smaller target device than the one at hand), else the runtime's ``bytes_limit`` on a
+    GPU/TPU, else on CPU the host's physical memory divided among the
+    ``devices_sharing_host`` CPU devices."""
+    if os.environ.get(MEMORY_ENV):
+        try:
+            return int(float(os.environ[MEMORY_ENV]))
+        except ValueError:
+            raise ValueError(f"{MEMORY_ENV}={os.environ[MEMORY_ENV]!r} is not a number of "
+                             "bytes") from None
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except (AttributeError, NotImplementedError, RuntimeError):
+        pass
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    if device.platform == "cpu":
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+        return int(total // max(devices_sharing_host, 1))
+    return None
+
+
+def _abstract_batch(task: Task, batch_size: int, sharding) -> dict:
+    """Shapes and dtypes of one global batch (from one eval batch of the task's data)."""
+    example = task.eval_batches(batch_size, 1)[0]
+    return {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype, sharding=sharding)
+            for k, v in example.items()}
+
+
+def compile_train_step(task: Task, cfg: TrainConfig,
+                       opt_cfg: OptimizerConfig | None = None) -> CompiledStep:
+    """Lowers and compiles ``task``'s train step as :class:`~jaxlab.train.loop.Run` would
+    run it under ``cfg`` (mesh, batch size, steps) and ``opt_cfg``; nothing is trained."""
+    parts = build_run_parts(task, cfg, opt_cfg or OptimizerConfig())
+    mesh = parts.mesh
+    state = train_state.abstract_train_state(parts.mdef, parts.opt)
+    batch = _abstract_batch(parts.task, cfg.batch_size, batch_sharding(mesh))
+    step = jit_train_step(parts.mdef, parts.opt, mesh, parts.task)
+    compiled = step.lower(state["params"], state["opt_state"], state["step"], batch).compile()
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older jaxlibs: one dict per program
+        cost = cost[0] if cost else None
+    flops = float(cost["flops"]) if cost and "flops" in cost else None
+    device = mesh.devices.flat[0]
+    on_host = sum(1 for d in mesh.devices.flat if d.platform == "cpu")
+    return CompiledStep(
+        platform=device.platform, device_kind=device.device_kind, devices=mesh.size,
+        argument_bytes=int(mem.argument_size_in_bytes),
+        output_bytes=int(mem.output_size_in_bytes), alias_bytes=int(mem.alias_size_in_bytes),
+        temp_bytes=int(mem.temp_size_in_bytes),
+        code_bytes=int(mem.generated_code_size_in_bytes), flops=flops,
+        memory_limit_bytes=device_memory(device, on_host))
