@@ -32,6 +32,10 @@ class TrainConfig:
       init_from: ``"PARENT_WORKDIR@STEP"``: start from that checkpoint of another run
         (params, optimizer state, step and data position), e.g. to branch a cooldown.
       progress: show a progress bar.
+      wandb_project: also send the metrics to this Weights & Biases project (None: off;
+        needs ``pip install 'jaxlab[wandb]'``, see :mod:`jaxlab.train.wandb_writer`).
+      wandb_mode: ``'online'``, ``'offline'`` (written under the run directory for a later
+        ``wandb sync``) or ``'disabled'``.
     """
 
     task: Any = "lm"
@@ -49,6 +53,8 @@ class TrainConfig:
     spectral_every: int = 0
     init_from: str | None = None
     progress: bool = True
+    wandb_project: str | None = None
+    wandb_mode: str = "online"
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "seq_len", "log_every", "eval_batches"):
@@ -63,6 +69,9 @@ class TrainConfig:
             if self.task not in TASKS:
                 raise ValueError(f"TrainConfig.task={self.task!r}; valid: {sorted(TASKS)} "
                                  "or a Task")
+        if self.wandb_mode not in ("online", "offline", "disabled"):
+            raise ValueError(f"TrainConfig.wandb_mode={self.wandb_mode!r}; valid: "
+                             "('online', 'offline', 'disabled')")
         if self.init_from is not None and "@" not in self.init_from:
             raise ValueError(
                 f"TrainConfig.init_from={self.init_from!r} must look like 'PARENT_WORKDIR@STEP'"

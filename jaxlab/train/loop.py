@@ -240,7 +240,8 @@ class Run:
                                           jax.process_count()))
         state, acc, resume = self._restore_or_init(ckpt, it)
         start = int(state["step"])
-        writer = MetricWriter(self.workdir, resume_step=resume) if self.is_writer else None
+        writer = (MetricWriter(self.workdir, resume_step=resume, mirrors=self._mirrors())
+                  if self.is_writer else None)
         bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and self.is_writer),
                    desc=self.workdir.name, unit="step", mininterval=2.0, dynamic_ncols=True)
         log = _MetricLog(cfg, self.tokens_per_step, acc, writer, bar, t0)
@@ -335,6 +336,19 @@ class Run:
             return {k: float(np.max(v)) for k, v in out.items()}
 
         return spectral
+
+    def _mirrors(self) -> tuple:
+        """Extra metric writers the config asks for (Weights & Biases)."""
+        if self.cfg.wandb_project is None:
+            return ()
+        from jaxlab.train.wandb_writer import WandbWriter
+
+        train = {f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(self.cfg)}
+        config = {"train": _jsonable(train), "optimizer": self.opt.name,
+                  "lr": self.opt.peak_lr, "optimizer_hparams": _jsonable(self.opt.hparams),
+                  "params": self.counts, **_jsonable(self.task.summary())}
+        return (WandbWriter(self.workdir, self.cfg.wandb_project, self.cfg.wandb_mode,
+                            config),)
 
     def _write_summary(self, status: str, step: int | None, log: _MetricLog,
                        val: dict | None = None, val_avg: float | None = None,

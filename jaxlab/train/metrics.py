@@ -1,4 +1,5 @@
-"""Metric writers: ``metrics.jsonl`` (always) and TensorBoard event files."""
+"""Metric writers: ``metrics.jsonl`` (always), TensorBoard event files, and optionally a
+Weights & Biases run (:mod:`jaxlab.train.wandb_writer`)."""
 
 from __future__ import annotations
 
@@ -32,10 +33,13 @@ class MetricWriter:
 
     ``resume_step``: records with ``step > resume_step`` (written after the checkpoint a
     run resumes from) are dropped, so a resumed run's history equals an uninterrupted one.
+    ``mirrors``: more writers (``write(step, record)``, ``close()``) that get every record,
+    e.g. :class:`~jaxlab.train.wandb_writer.WandbWriter`.
     """
 
     def __init__(self, workdir: str | Path, resume_step: int | None = None,
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, mirrors: tuple = ()):
+        self.mirrors = tuple(mirrors)
         self.path = Path(workdir) / "metrics.jsonl"
         if resume_step is not None:
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
@@ -56,8 +60,12 @@ class MetricWriter:
             for k, v in record.items():
                 if k != "step" and isinstance(v, float):
                     self.tb.add_scalar(k, v, step)
+        for mirror in self.mirrors:
+            mirror.write(step, record)
 
     def close(self) -> None:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+        for mirror in self.mirrors:
+            mirror.close()
