@@ -25,6 +25,8 @@ import gin
 import grain
 import numpy as np
 
+from jaxlab.data.pipeline import batch_rows_of_process
+
 DIGITS_PATH = Path(__file__).with_name("digits.npz")
 IMAGE_DATASETS = ("digits", "npz")
 
@@ -145,17 +147,15 @@ def _to_batch(examples: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray
 def image_train_dataset(cfg: ImageDataConfig, batch_size: int, seed: int,
                         process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
     """Shuffled, repeated, augmented ``{"images", "labels"}`` batches; with several
-    processes each returns its ``batch_size // process_count`` rows of the global batch."""
-    if batch_size % process_count:
-        raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} processes")
+    processes each returns its rows of the global batch (the same global batches, with
+    the same augmentation, for every process count: :func:`batch_rows_of_process`)."""
     images, labels = cfg.arrays("train")
     mean, std = channel_stats(images)
     ds = grain.MapDataset.source(_ImageSource(images, labels)).shuffle(seed=seed).repeat(None)
-    ds = ds[process_index::process_count]
     if cfg.crop_padding or cfg.random_flip:
         ds = ds.random_map(functools.partial(_augment, padding=cfg.crop_padding,
                                              flip=cfg.random_flip), seed=seed + 1)
-    ds = ds.batch(batch_size // process_count, drop_remainder=True)
+    ds = batch_rows_of_process(ds, batch_size, process_index, process_count)
     return ds.map(functools.partial(_to_batch, mean=mean, std=std)).to_iter_dataset()
 
 

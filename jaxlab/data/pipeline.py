@@ -89,16 +89,30 @@ def train_dataset(tokens: np.ndarray, seq_len: int, batch_size: int, seed: int,
                   process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
     """Shuffled, infinitely repeated ``{"inputs", "targets"}`` batches of ``(B, T)`` int32.
 
-    With several processes each takes every ``process_count``-th window and returns its
-    ``batch_size // process_count`` rows of the global batch.
+    With several processes each returns its rows of the global batch
+    (:func:`batch_rows_of_process`), so every process count sees the same global batches.
     """
-    if batch_size % process_count:
-        raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} processes")
     ds = grain.MapDataset.source(WindowSource(tokens, seq_len))
     ds = ds.shuffle(seed=seed).repeat(None)
-    ds = ds[process_index::process_count]
-    ds = ds.batch(batch_size // process_count, drop_remainder=True)
+    ds = batch_rows_of_process(ds, batch_size, process_index, process_count)
     return ds.map(_split_inputs_targets).to_iter_dataset()
+
+
+def batch_rows_of_process(ds: grain.MapDataset, batch_size: int, process_index: int = 0,
+                          process_count: int = 1) -> grain.MapDataset:
+    """Global batches of ``batch_size`` examples, each cut to process ``p``'s rows
+    ``[p B / P, (p + 1) B / P)`` (the layout of :func:`shard_batch`). Every process builds
+    the whole global batch and keeps its rows: the global batch, its row order and any
+    per-example randomness are those of a one-process run, at P times the (small) cost of
+    reading the examples."""
+    if batch_size % process_count:
+        raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} processes")
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if process_count == 1:
+        return ds
+    k = batch_size // process_count
+    lo = process_index * k
+    return ds.map(lambda b: jax.tree.map(lambda x: x[lo:lo + k], b))
 
 
 def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int,
@@ -118,6 +132,20 @@ def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int,
         rows = [src[(b * batch_size + r) * stride] for r in range(batch_size)]
         out.append(_split_inputs_targets(np.stack(rows)))
     return out
+
+
+def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This process's rows of a global batch (all of it in a one-process run): process
+    ``p`` of ``P`` holds rows ``[p B / P, (p + 1) B / P)``, the order in which
+    :func:`shard_batch` lays process-local rows out along the batch axes."""
+    p, n = jax.process_index(), jax.process_count()
+    if n == 1:
+        return batch
+    rows = len(next(iter(batch.values())))
+    if rows % n:
+        raise ValueError(f"a batch of {rows} rows does not split over {n} processes")
+    k = rows // n
+    return {key: v[p * k:(p + 1) * k] for key, v in batch.items()}
 
 
 def shard_batch(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict:

@@ -30,6 +30,13 @@ FLAGS = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if
 GIN_FILES = flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'TrainConfig.steps = 100'.")
 VERBOSE = flags.DEFINE_boolean("verbose", False, "Show the traceback of a bad-input error.")
+COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-process run: host:port of process 0's coordinator.")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process run: processes.")
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process run: this process.")
+DISTRIBUTED = flags.DEFINE_boolean(
+    "distributed", False, "Join a multi-process run described by the environment "
+    "(Cloud TPU, SLURM, GKE: jax.distributed.initialize()).")
 COMPILE_ONLY = flags.DEFINE_boolean(
     "compile_only", False, "Compile the train step, print its memory and FLOPs, train nothing.")
 
@@ -63,14 +70,22 @@ def main(argv) -> int:
         raise ValueError("--workdir is required (the run directory; an existing one resumes)")
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint at INFO
     keep_host_memory()  # before JAX starts its CPU client: see jaxlab.train.host_memory
+    from jaxlab.train import distributed
+
+    distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
+                           auto=DISTRIBUTED.value)
+    import jax
+
     from jaxlab.train.loop import train  # after flag parsing: JAX starts here
     from jaxlab.train.plots import plot_loss_curves
 
     parse_gin(GIN_FILES.value, GIN_BINDINGS.value)
     workdir = FLAGS.value
-    summary = train(workdir, on_setup=lambda: write_operative_config(workdir))
-    write_operative_config(workdir)
-    if summary["status"] == "done":
+    writer = jax.process_index() == 0
+    summary = train(workdir, on_setup=lambda: writer and write_operative_config(workdir))
+    if writer:
+        write_operative_config(workdir)
+    if summary["status"] == "done" and writer:
         print(f"loss curves: {plot_loss_curves(workdir)}")
     print(json.dumps({k: summary[k] for k in ("status", "step", "final_train_loss",
                                               "final_val_loss", "wall_time_s")}))

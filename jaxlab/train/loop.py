@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxlab.data import DataConfig, shard_batch
+from jaxlab.data import DataConfig, process_rows, shard_batch
 from jaxlab.mesh import make_mesh, mesh_spec_string
 from jaxlab.nn import ModelConfig
 from jaxlab.sharding import batch_sharding
@@ -270,7 +270,7 @@ class Run:
         step_fn = jit_train_step(self.mdef, self.opt, self.mesh, self.task)
         eval_fn = jax.jit(make_eval_step(self.mdef.graphdef, self.task))
         bsh = batch_sharding(self.mesh)
-        val_batches = [shard_batch(b, bsh) for b in
+        val_batches = [shard_batch(process_rows(b), bsh) for b in
                        self.task.eval_batches(cfg.batch_size, cfg.eval_batches)]
         spectral = self._spectral_fn()
         params, opt_state, step_arr = state["params"], state["opt_state"], state["step"]
