@@ -107,7 +107,9 @@ def _main(args) -> int:
     from jaxlab.launch.runner import launch
 
     if args.backend == "local":
-        options = {"workers": workers, "threads_per_run": threads, "pin": args.pin}
+        options = {"workers": workers, "threads_per_run": threads, "pin": args.pin,
+                   "processes_per_run": plan.setting("processes_per_run", 1),
+                   "cpu_devices_per_process": plan.setting("cpu_devices_per_process")}
     else:
         options = {"address": args.ray_address, "resources": plan.setting("ray_resources"),
                    "threads_per_run": threads, "workers": args.workers}

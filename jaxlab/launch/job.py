@@ -119,13 +119,42 @@ def outcome(returncode: int, summary: dict | None, log: Path) -> tuple[str, str 
     return status, f"{error}\n--- last lines of {log}:\n{_tail(log)}"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def process_commands(cmd: list[str], env: dict[str, str], processes: int,
+                     cpu_devices: int | None = None) -> list[tuple[list[str], dict]]:
+    """``(command, environment)`` of each process of a run: the run's command itself for
+    one process; for several, each joins one JAX run on a coordinator on localhost
+    (:mod:`jaxlab.train.distributed`), with ``cpu_devices`` fake CPU devices if given."""
+    if processes == 1 and cpu_devices is None:
+        return [(cmd, env)]
+    if cpu_devices is not None:
+        env = {**env, "XLA_FLAGS": (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
+                                    f"device_count={cpu_devices}").strip()}
+    if processes == 1:
+        return [(cmd, env)]
+    port = _free_port()
+    return [(cmd + ["--coordinator_address", f"localhost:{port}", "--num_processes",
+                    str(processes), "--process_id", str(p)], env) for p in range(processes)]
+
+
 def execute(run: dict, run_dir: str | Path, threads: int = 1, cpus: list[int] | None = None,
-            python: str | None = None, env: dict[str, str] | None = None) -> dict:
+            python: str | None = None, env: dict[str, str] | None = None,
+            processes: int = 1, cpu_devices: int | None = None) -> dict:
     """Trains (or resumes) ``run`` in ``run_dir``; returns its result.
 
     The result: ``{"run_id", "status", "returncode", "error", "summary",
     "resumed_from", "wall_s"}`` with status done, diverged, failed or interrupted.
     ``env`` adds variables to the training process's environment (already set ones win).
+    ``processes > 1`` trains the run as that many processes of one JAX run (process 0
+    logs to ``train.log``, process p to ``train.p<p>.log``); if one fails, the others are
+    stopped and the first non-zero exit status is the run's.
     """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -134,30 +163,56 @@ def execute(run: dict, run_dir: str | Path, threads: int = 1, cpus: list[int] | 
     fd = _lock(run_dir)
     t0 = time.perf_counter()
     resumed_from = latest_checkpoint(run_dir)
+    procs, outs = [], []
     try:
         cmd = train_command(run, run_dir, python)
-        wrapper = [sys.executable, "-m", "jaxlab.launch.child", str(os.getpid()),
-                   ",".join(map(str, cpus)) if cpus else "-", "--", *cmd]
-        with open(log, "a") as out:
+        base_env = {**(env or {}), **train_env(threads)}
+        for p, (pcmd, penv) in enumerate(process_commands(cmd, base_env, processes,
+                                                          cpu_devices)):
+            wrapper = [sys.executable, "-m", "jaxlab.launch.child", str(os.getpid()),
+                       ",".join(map(str, cpus)) if cpus else "-", "--", *pcmd]
+            out = open(log if p == 0 else run_dir / f"train.p{p}.log", "a")
+            outs.append(out)
             out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} threads={threads} "
-                      f"cpus={cpus} resume_from={resumed_from}\n{shlex.join(cmd)}\n")
+                      f"cpus={cpus} resume_from={resumed_from}\n{shlex.join(pcmd)}\n")
             out.flush()
             proc = subprocess.Popen(wrapper, stdout=out, stderr=subprocess.STDOUT,
-                                    env={**(env or {}), **train_env(threads)}, pass_fds=(fd,))
+                                    env=penv, pass_fds=(fd,))
+            procs.append(proc)
             with _LIVE_LOCK:
                 _LIVE.add(proc)
-            try:
-                rc = proc.wait()
-            finally:
-                with _LIVE_LOCK:
-                    _LIVE.discard(proc)
+        rc = _wait_all(procs)
     finally:
+        with _LIVE_LOCK:
+            for proc in procs:
+                _LIVE.discard(proc)
+        for out in outs:
+            out.close()
         os.close(fd)
     summary = read_summary(run_dir)
     status, error = outcome(rc, summary, log)
     return {"run_id": run["run_id"], "status": status, "returncode": rc, "error": error,
             "summary": summary, "resumed_from": resumed_from,
             "wall_s": time.perf_counter() - t0}
+
+
+def _wait_all(procs: list[subprocess.Popen]) -> int:
+    """Waits for every process; once one exits non-zero, stops the others (a peer of a
+    dead process would wait at its next collective). Returns the first non-zero status
+    (its own, not a stopped peer's), else 0."""
+    first = None
+    while any(p.poll() is None for p in procs):
+        for p in procs:
+            if p.returncode not in (None, 0) and first is None:
+                first = p.returncode
+                for q in procs:
+                    if q.poll() is None:
+                        q.terminate()
+        time.sleep(0.05 if len(procs) > 1 else 0.2)
+    for p in procs:
+        if p.returncode != 0 and first is None:
+            first = p.returncode
+    return 0 if first is None else first
 
 
 def launch_failure(run: dict, error: BaseException) -> dict:

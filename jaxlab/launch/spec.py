@@ -42,7 +42,10 @@ Statements (one per line; a value may span lines inside brackets; ``#`` comments
   (binding): evaluated per run, in the order declared, after the axes (see
   :mod:`jaxlab.launch.derive` for the names and functions an EXPR may use).
 * ``sweep.SETTING = LITERAL``: ``name`` (study name, default: the sweep file's folder),
-  ``workers``, ``threads_per_run``, ``analysis`` (the study's analysis module, default
+  ``workers``, ``threads_per_run``, ``processes_per_run`` (local backend: each run as that
+  many processes of one multi-process JAX run, :mod:`jaxlab.train.distributed`) with
+  ``cpu_devices_per_process`` (fake CPU devices each, for CPU hosts and the tests),
+  ``analysis`` (the study's analysis module, default
   ``analysis.py`` next to the sweep file), ``ray_resources`` (dict of Ray task options),
   ``est_flops_per_s`` and ``est_startup_s`` (for the dry run's time estimate),
   ``where`` (an expression, as for ``derived``: only the combinations for which it is
@@ -69,6 +72,8 @@ SETTINGS = {
     "zip": list,
     "workers": int,
     "threads_per_run": int,
+    "processes_per_run": int,
+    "cpu_devices_per_process": int,
     "analysis": str,
     "ray_resources": dict,
     "est_flops_per_s": float,

@@ -148,3 +148,27 @@ def test_a_checkpoint_moves_between_process_counts(references, written_by, resto
     (moved / "summary.json").unlink()
     _train(moved, restored_by)
     _assert_same_run(one, moved)
+
+
+@pytest.mark.slow
+def test_the_launcher_runs_a_sweep_run_as_two_processes(references, tmp_path):
+    """sweep.processes_per_run = 2 (4 fake CPU devices each): the local backend trains the
+    run as one 2-process JAX run, equal to the run started by hand."""
+    from jaxlab.launch.expand import load_plan
+    from jaxlab.launch.runner import launch
+
+    _, _, two = references
+    args = _args(tmp_path)
+    bindings = [args[i + 1] for i, a in enumerate(args) if a == "--gin_bindings"]
+    sweep = tmp_path / "mp_study" / "sweep.gin"
+    sweep.parent.mkdir()
+    sweep.write_text("include 'jaxlab/configs/train/cpu_smoke.gin'\n" + "\n".join(bindings)
+                     + "\nsweep.processes_per_run = 2\nsweep.cpu_devices_per_process = 4\n")
+    plan = load_plan(sweep, None, tmp_path / "sweeps")
+    counts = launch(plan, "local", workers=1, threads_per_run=1,
+                    processes_per_run=plan.setting("processes_per_run"),
+                    cpu_devices_per_process=plan.setting("cpu_devices_per_process"))
+    assert counts["done"] == 1, counts
+    run_dir = plan.run_dir(plan.runs[0])
+    assert (run_dir / "train.p1.log").exists()
+    _assert_same_run(two, run_dir)

@@ -48,7 +48,12 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, workers: int = 1, threads_per_run: int | None = None,
-                 pin: bool = False, python: str | None = None):
+                 pin: bool = False, python: str | None = None, processes_per_run: int = 1,
+                 cpu_devices_per_process: int | None = None):
+        if processes_per_run < 1:
+            raise ValueError(f"sweep.processes_per_run must be >= 1, got {processes_per_run}")
+        self.processes = processes_per_run
+        self.cpu_devices = cpu_devices_per_process
         self.workers = workers
         self.threads, slots = cpu_slots(workers, threads_per_run)
         self.slots = slots if pin else [None] * workers
@@ -56,7 +61,9 @@ class LocalBackend:
 
     def describe(self) -> str:
         pinned = ", ".join(str(s) for s in self.slots) if any(self.slots) else "not pinned"
-        return f"local: {self.workers} worker(s) x {self.threads} thread(s), cores {pinned}"
+        procs = f", {self.processes} processes per run" if self.processes > 1 else ""
+        return (f"local: {self.workers} worker(s) x {self.threads} thread(s), cores "
+                f"{pinned}{procs}")
 
     def run(self, jobs: list[Job], on_start: OnStart, on_finish: OnFinish) -> None:
         free: queue.Queue[int] = queue.Queue()
@@ -68,7 +75,8 @@ class LocalBackend:
             try:
                 on_start(j, job_lib.latest_checkpoint(j.run_dir), f"local:{slot}")
                 return job_lib.execute(j.run, j.run_dir, self.threads, self.slots[slot],
-                                       self.python, j.env)
+                                       self.python, j.env, processes=self.processes,
+                                       cpu_devices=self.cpu_devices)
             except Exception as e:  # noqa: BLE001  (the sweep goes on; the run is recorded failed)
                 return job_lib.launch_failure(j.run, e)
             finally:
