@@ -39,18 +39,22 @@ DISTRIBUTED = flags.DEFINE_boolean(
     "(Cloud TPU, SLURM, GKE: jax.distributed.initialize()).")
 COMPILE_ONLY = flags.DEFINE_boolean(
     "compile_only", False, "Compile the train step, print its memory and FLOPs, train nothing.")
+TOPOLOGY = flags.DEFINE_string(
+    "topology", None, "With --compile_only: compile for this TPU topology instead of the "
+    "devices at hand, e.g. 'v5e:4x4' (needs jax[tpu]).")
 
 
 def compile_only() -> int:
     """``--compile_only``: the AOT report of the configured run; 0 if it fits, else 1."""
     from jaxlab.tasks import build_task
-    from jaxlab.train.aot import compile_train_step
+    from jaxlab.train.aot import compile_train_step, topology_devices
     from jaxlab.train.config import TrainConfig
     from jaxlab.train.gin_setup import optimizer_config
 
     cfg = TrainConfig()
     task = build_task(cfg.task, cfg.seq_len)
-    report = compile_train_step(task, cfg, optimizer_config())
+    devices = topology_devices(TOPOLOGY.value) if TOPOLOGY.value else None
+    report = compile_train_step(task, cfg, optimizer_config(), devices)
     analytic = (task.flops_per_token()["train"] * cfg.batch_size * task.tokens_per_example
                 / report.devices)
     for line in report.lines():

@@ -122,11 +122,26 @@ def _abstract_batch(task: Task, batch_size: int, sharding) -> dict:
             for k, v in example.items()}
 
 
-def compile_train_step(task: Task, cfg: TrainConfig,
-                       opt_cfg: OptimizerConfig | None = None) -> CompiledStep:
+def topology_devices(topology: str, platform: str = "tpu") -> list:
+    """The devices of a TPU topology described without its hardware (e.g. ``'v5e:4x4'``,
+    :func:`jax.experimental.topologies.get_topology_desc`), to compile for a pod slice
+    from a laptop; needs JAX's TPU support (libtpu) installed."""
+    from jax.experimental import topologies
+
+    try:
+        return list(topologies.get_topology_desc(topology, platform).devices)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"cannot describe topology {topology!r} on {platform}: "
+                         f"{str(e).splitlines()[0]} (install jax[tpu] for TPU topologies)"
+                         ) from None
+
+
+def compile_train_step(task: Task, cfg: TrainConfig, opt_cfg: OptimizerConfig | None = None,
+                       devices=None) -> CompiledStep:
     """Lowers and compiles ``task``'s train step as :class:`~jaxlab.train.loop.Run` would
-    run it under ``cfg`` (mesh, batch size, steps) and ``opt_cfg``; nothing is trained."""
-    parts = build_run_parts(task, cfg, opt_cfg or OptimizerConfig())
+    run it under ``cfg`` (mesh, batch size, steps) and ``opt_cfg``, on ``devices`` (default
+    every device; or :func:`topology_devices`); nothing is trained."""
+    parts = build_run_parts(task, cfg, opt_cfg or OptimizerConfig(), devices)
     mesh = parts.mesh
     state = train_state.abstract_train_state(parts.mdef, parts.opt)
     batch = _abstract_batch(parts.task, cfg.batch_size, batch_sharding(mesh))
@@ -138,7 +153,7 @@ def compile_train_step(task: Task, cfg: TrainConfig,
         cost = cost[0] if cost else None
     flops = float(cost["flops"]) if cost and "flops" in cost else None
     device = mesh.devices.flat[0]
-    on_host = sum(1 for d in mesh.devices.flat if d.platform == "cpu")
+    on_host = sum(1 for d in mesh.devices.flat if getattr(d, "platform", "") == "cpu")
     return CompiledStep(
         platform=device.platform, device_kind=device.device_kind, devices=mesh.size,
         argument_bytes=int(mem.argument_size_in_bytes),

@@ -174,11 +174,13 @@ class RunParts:
     opt: Optimizer
 
 
-def build_run_parts(task: Task, cfg: TrainConfig, opt_cfg: OptimizerConfig) -> RunParts:
-    """The mesh, task, model definition and optimizer of a run (checked: the batch splits
-    over the mesh's data axes); shared by :class:`Run` and :mod:`jaxlab.train.aot`."""
+def build_run_parts(task: Task, cfg: TrainConfig, opt_cfg: OptimizerConfig,
+                    devices=None) -> RunParts:
+    """The mesh (over ``devices``, default all), task, model definition and optimizer of a
+    run (checked: the batch splits over the mesh's data axes); shared by :class:`Run` and
+    :mod:`jaxlab.train.aot`."""
     task.check(cfg.batch_size)
-    mesh = make_mesh(cfg.mesh)
+    mesh = make_mesh(cfg.mesh, devices)
     data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
     if cfg.batch_size % data_ways:
         raise ValueError(

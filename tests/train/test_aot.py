@@ -70,8 +70,8 @@ def test_xla_flops_match_the_model_accounting_without_a_scanned_loop(n_layers, s
     assert analytic <= report.flops <= 1.03 * analytic, report.flops / analytic
 
 
-def _compile_cli(*bindings, env=None):
-    cmd = [sys.executable, "-m", "jaxlab.train", "--compile_only",
+def _compile_cli(*bindings, env=None, extra=()):
+    cmd = [sys.executable, "-m", "jaxlab.train", "--compile_only", *extra,
            "--gin_file", "jaxlab/configs/train/cpu_smoke.gin",
            "--gin_bindings", "ModelConfig.d_model = 32", "--gin_bindings", "ModelConfig.n_layers = 1",
            "--gin_bindings", "ModelConfig.n_heads = 2", "--gin_bindings", "TrainConfig.seq_len = 32",
@@ -104,3 +104,21 @@ def test_launcher_check_refuses_a_sweep_that_does_not_fit(tmp_path):
     assert err.startswith("error: run moe32-") and "GiB per device" in err
     assert "not launched" in err
     assert not any((tmp_path / "muon_family-tiny").glob("*/summary.json"))
+
+
+def test_a_given_device_set_is_compiled_for():
+    """compile_train_step on 4 of the 8 devices (as for a described topology): the mesh
+    spans those 4 and the state is split 4 ways."""
+    task = LanguageModelTask(TINY, DataConfig(), 32)
+    four = compile_train_step(task, _cfg("fsdp=4"), OptimizerConfig(), jax.devices()[:4])
+    eight = compile_train_step(task, _cfg("fsdp=8"), OptimizerConfig())
+    assert (four.devices, eight.devices) == (4, 8)
+    assert four.argument_bytes > eight.argument_bytes
+
+
+def test_a_topology_that_cannot_be_described_is_one_clear_error():
+    proc = _compile_cli(extra=["--topology", "v5e:2x2"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: cannot describe topology 'v5e:2x2' on tpu")
+    assert "jax[tpu]" in err
