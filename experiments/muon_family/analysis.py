@@ -239,7 +239,8 @@ def _verdicts(size_rows, moe_rows, lr_info, fixed_lrs) -> list[str]:
     if moe_rows:
         wins = [r for r in moe_rows if r["moe gain"] > NOISE_NATS]
         lines.append(f"- The MoE beats its dense twin of equal active parameters at equal "
-                     f"steps: **{verdict(len(wins) == len(moe_rows))}** for {len(wins)} of "
+                     f"steps with every arm: **{verdict(len(wins) == len(moe_rows))}**; it "
+                     f"wins by more than {NOISE_NATS} nats with {len(wins)} of "
                      f"{len(moe_rows)} arms (gains "
                      + ", ".join(f"{r['arm']} {r['moe gain']:+.3f}" for r in moe_rows) + ").")
     if lr_info:
