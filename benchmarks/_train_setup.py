@@ -24,6 +24,7 @@ from jaxlab.nn import ModelConfig
 from jaxlab.sharding import batch_sharding
 from jaxlab.tasks import LanguageModelTask
 from jaxlab.train import state as train_state
+from jaxlab.train.gin_setup import optimizer_config
 from jaxlab.train.optimizer import Optimizer, build_optimizer
 from jaxlab.train.step import jit_train_step
 
@@ -50,7 +51,7 @@ def jaxlab_train_step(cfg: ModelConfig, batch: int, seq: int, optimizer: str = "
     mesh = make_mesh("data=1")
     task = LanguageModelTask(cfg, seq_len=seq)
     mdef = train_state.model_def(task, mesh)
-    opt = build_optimizer(mdef.abstract_params, total_steps=1000, optimizer=optimizer)
+    opt = build_optimizer(mdef.abstract_params, 1000, optimizer_config(optimizer=optimizer))
     state = train_state.init_train_state(task, mdef, opt, seed=seed)
     step = jit_train_step(mdef, opt, mesh, task)
     tok = np.random.default_rng(seed).integers(0, cfg.vocab_size, (batch, seq + 1))
