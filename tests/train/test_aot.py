@@ -93,17 +93,37 @@ def test_compile_only_cli_prints_figures_and_exits_by_fit(tmp_path):
 
 
 def test_launcher_check_refuses_a_sweep_that_does_not_fit(tmp_path):
-    sweep = ROOT / "experiments" / "muon_family" / "sweep.gin"
-    cmd = [sys.executable, "-m", "jaxlab.launch", "--sweep", str(sweep), "--preset", "tiny",
-           "--root", str(tmp_path), "--check"]
+    """Two sizes x two optimizers: the check compiles the larger model once per optimizer,
+    names the run that does not fit, and nothing is launched."""
+    sweep = tmp_path / "aot_study" / "sweep.gin"
+    sweep.parent.mkdir()
+    sweep.write_text("""
+include 'jaxlab/configs/train/cpu_smoke.gin'
+ModelConfig.n_layers = 1
+ModelConfig.n_heads = 2
+TrainConfig.seq_len = 32
+TrainConfig.steps = 5
+axis.model = {'ModelConfig.d_model': [16, 32], 'label': ['d16', 'd32']}
+axis.opt = {'build_optimizer.optimizer': ['adamw', 'muon'], 'label': ['adamw', 'muon']}
+sweep.product = ['model', 'opt']
+""")
     import os
+
+    from jaxlab.launch.check import runs_to_check
+    from jaxlab.launch.expand import load_plan
+
+    checked = runs_to_check(load_plan(sweep, None, tmp_path / "sweeps"))
+    assert sorted(dict(r.labels)["opt"] for r in checked) == ["adamw", "muon"]
+    assert {dict(r.labels)["model"] for r in checked} == {"d32"}
+    cmd = [sys.executable, "-m", "jaxlab.launch", "--sweep", str(sweep),
+           "--root", str(tmp_path / "sweeps"), "--check"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
                           env={**os.environ, MEMORY_ENV: "1e5"})
     assert proc.returncode == 2, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()[-1]
-    assert err.startswith("error: run moe32-") and "GiB per device" in err
+    assert err.startswith("error: run d32-") and "GiB per device" in err
     assert "not launched" in err
-    assert not any((tmp_path / "muon_family-tiny").glob("*/summary.json"))
+    assert not list((tmp_path / "sweeps").glob("*/*/summary.json"))
 
 
 def test_a_given_device_set_is_compiled_for():
