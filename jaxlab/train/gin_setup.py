@@ -52,6 +52,7 @@ def optimizer_config(**overrides) -> OptimizerConfig:
              "sparsity": sparsity_config(**gin_names.collect("sparsity"))}
     return OptimizerConfig(**{**parts, **own})
 
+
 # Config paths such as 'jaxlab/configs/models/d128.gin' resolve from any directory.
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 gin.add_config_file_search_path(str(PACKAGE_ROOT))
