@@ -152,7 +152,7 @@ def _run(be, jobs: list[Job], store: Store, log, already: int, total: int) -> No
     def on_finish(j: Job, result: dict) -> None:
         nonlocal finished
         store.finish(j.run_id, result["status"], result["summary"], result["returncode"],
-                     result["error"])
+                     result["error"], result.get("worker"))
         finished += 1
         s = result["summary"] or {}
         loss = s.get("final_val_loss")

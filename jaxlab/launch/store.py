@@ -108,8 +108,10 @@ class Store:
             _check_one(cur, run_id)
 
     def finish(self, run_id: str, status: str, summary: dict | None,
-               returncode: int | None = None, error: str | None = None) -> None:
-        """Records a run's outcome and the figures of its ``summary.json``."""
+               returncode: int | None = None, error: str | None = None,
+               worker: str | None = None) -> None:
+        """Records a run's outcome and the figures of its ``summary.json`` (and where it
+        ran, when only the backend knows it at the end: a Ray node)."""
         if status not in STATUSES:
             raise ValueError(f"status {status!r}; valid: {STATUSES}")
         summary = summary or {}
@@ -122,6 +124,8 @@ class Store:
                 (status, returncode, error, json.dumps(summary) if summary else None,
                  time.time(), *cols.values(), run_id))
             _check_one(cur, run_id)
+            if worker is not None:
+                db.execute("UPDATE runs SET worker=? WHERE run_id=?", (worker, run_id))
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._write() as db:

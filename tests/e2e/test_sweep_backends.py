@@ -124,3 +124,33 @@ def test_ray_backend_matches_local(local_sweep, tmp_path):
     assert _table(ray_plan) == _table(plan)  # same bindings, statuses and exact losses
     for r in ray_plan.runs:
         assert (ray_plan.run_dir(r) / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_ray_backend_on_two_nodes(local_sweep, tmp_path):
+    """A two-node Ray cluster on localhost (ray.cluster_utils; one CPU per node): the runs
+    spread over both nodes, every run directory is written where the driver named it (the
+    storage both nodes see), the driver alone writes the store, and the table equals the
+    local backend's."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    plan, _ = local_sweep
+    gin.clear_config()
+    ray_plan = load_plan(plan.spec.path, None, tmp_path / "sweeps")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        counts = launch(ray_plan, "ray", compile_cache=plan.sweep_dir / ".jax_cache",
+                        resources={"num_cpus": 1})
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert counts["done"] == 3 and counts["diverged"] == 1
+    assert _table(ray_plan) == _table(plan)
+    workers = {r["worker"] for r in store_of(ray_plan).rows()}
+    assert len(workers) == 2 and all(w.startswith("ray:") for w in workers), workers
+    for r in ray_plan.runs:
+        assert (ray_plan.run_dir(r) / "summary.json").exists()

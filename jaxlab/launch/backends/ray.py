@@ -21,11 +21,15 @@ TASK_OPTIONS = ("num_cpus", "num_gpus", "memory", "resources", "accelerator_type
 
 
 def _execute_task(run: dict, run_dir: str, threads: int, env: dict) -> dict:
-    """Ray task body: trains ``run``; never raises, so one bad run cannot stop the sweep."""
+    """Ray task body: trains ``run``; never raises, so one bad run cannot stop the sweep.
+    The result names the node it ran on (``worker``: ``ray:<node id>``) for the store."""
+    import ray
+
     try:
-        return job_lib.execute(run, run_dir, threads, env=env)
+        result = job_lib.execute(run, run_dir, threads, env=env)
     except Exception as e:  # noqa: BLE001  (recorded as a failed run)
-        return job_lib.launch_failure(run, e)
+        result = job_lib.launch_failure(run, e)
+    return {**result, "worker": f"ray:{ray.get_runtime_context().get_node_id()[:12]}"}
 
 
 class RayBackend:
