@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="compile the largest runs' train step first (python -m jaxlab.train "
                    "--compile_only) and launch only if each fits its device's memory")
+    p.add_argument("--memory_limit", default=None,
+                   help="with --check: the device memory to check against, e.g. '1GiB'")
     p.add_argument("--report", action="store_true", help="write the report after the sweep")
     p.add_argument("--watch", type=float, default=0.0,
                    help="status: refresh every SECONDS until the sweep is finished")
@@ -101,7 +103,7 @@ def _main(args) -> int:
     if args.check:
         from jaxlab.launch.check import check_plan
 
-        check_plan(plan)  # raises SweepError (exit 2) when a run does not fit
+        check_plan(plan, memory_limit=args.memory_limit)  # SweepError (exit 2): no fit
     if args.dry_run:
         return 0
     from jaxlab.launch.runner import launch

@@ -37,9 +37,13 @@ def runs_to_check(plan: Plan, limit: int = 8) -> list[RunSpec]:
     return chosen[:limit]
 
 
-def compile_run(plan: Plan, run: RunSpec, timeout_s: float = 1800) -> dict:
-    """The ``--compile_only`` JSON of ``run`` (raises SweepError if it cannot compile)."""
+def compile_run(plan: Plan, run: RunSpec, timeout_s: float = 1800,
+                memory_limit: str | None = None) -> dict:
+    """The ``--compile_only`` JSON of ``run`` (raises SweepError if it cannot compile);
+    ``memory_limit`` (e.g. ``'1GiB'``) replaces the device's own memory in the check."""
     cmd = [*train_command(run.to_json(), plan.run_dir(run)), "--compile_only"]
+    if memory_limit:
+        cmd += ["--memory_limit", memory_limit]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                           env=train_env(os.cpu_count() or 1))  # the devices a run sees
     lines = proc.stdout.strip().splitlines()
@@ -49,12 +53,13 @@ def compile_run(plan: Plan, run: RunSpec, timeout_s: float = 1800) -> dict:
     return json.loads(lines[-1])
 
 
-def check_plan(plan: Plan, limit: int = 8, echo=print) -> list[dict]:
+def check_plan(plan: Plan, limit: int = 8, echo=print, memory_limit: str | None = None
+               ) -> list[dict]:
     """Compiles :func:`runs_to_check`; prints one line per run; raises SweepError naming
     every run that does not fit. Returns ``[{"run", **compiled figures}]``."""
     rows = []
     for run in runs_to_check(plan, limit):
-        out = compile_run(plan, run)
+        out = compile_run(plan, run, memory_limit=memory_limit)
         c = out["compiled"]
         rows.append({"run": run.name, **c,
                      "model_flops_per_device": out["model_flops_per_device"]})

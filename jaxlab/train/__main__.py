@@ -39,6 +39,9 @@ DISTRIBUTED = flags.DEFINE_boolean(
     "(Cloud TPU, SLURM, GKE: jax.distributed.initialize()).")
 COMPILE_ONLY = flags.DEFINE_boolean(
     "compile_only", False, "Compile the train step, print its memory and FLOPs, train nothing.")
+MEMORY_LIMIT = flags.DEFINE_string(
+    "memory_limit", None, "With --compile_only: the device memory to check against, e.g. "
+    "'1GiB' (default: the device's own).")
 TOPOLOGY = flags.DEFINE_string(
     "topology", None, "With --compile_only: compile for this TPU topology instead of the "
     "devices at hand, e.g. 'v5e:4x4' (needs jax[tpu]).")
@@ -53,6 +56,12 @@ def compile_only() -> int:
 
     cfg = TrainConfig()
     task = build_task(cfg.task, cfg.seq_len)
+    if MEMORY_LIMIT.value:
+        import os
+
+        from jaxlab.train.aot import MEMORY_ENV, parse_bytes
+
+        os.environ[MEMORY_ENV] = str(parse_bytes(MEMORY_LIMIT.value))
     devices = topology_devices(TOPOLOGY.value) if TOPOLOGY.value else None
     report = compile_train_step(task, cfg, optimizer_config(), devices)
     analytic = (task.flops_per_token()["train"] * cfg.batch_size * task.tokens_per_example

@@ -86,19 +86,32 @@ class CompiledStep:
 
 
 MEMORY_ENV = "JAXLAB_DEVICE_MEMORY_BYTES"
+_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+          "KIB": 2 ** 10, "MIB": 2 ** 20, "GIB": 2 ** 30, "TIB": 2 ** 40}
+
+
+def parse_bytes(text: str) -> int:
+    """``'1GiB'``, ``'512MB'``, ``'8e10'`` -> bytes; a clear error for anything else."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-z]*)\s*", str(text))
+    unit = m.group(2).upper() if m else None
+    if not m or unit not in _UNITS:
+        raise ValueError(f"memory size {text!r}: want a number with an optional unit "
+                         f"{sorted(u for u in _UNITS if u)}, e.g. '1GiB'")
+    try:
+        return int(float(m.group(1)) * _UNITS[unit])
+    except ValueError:
+        raise ValueError(f"memory size {text!r}: {m.group(1)!r} is not a number") from None
 
 
 def device_memory(device: jax.Device, devices_sharing_host: int = 1) -> int | None:
-    """Bytes ``device`` may hold: ``$JAXLAB_DEVICE_MEMORY_BYTES`` if set (to check for a
-    smaller target device than the one at hand), else the runtime's ``bytes_limit`` on a
+    """Bytes ``device`` may hold: ``$JAXLAB_DEVICE_MEMORY_BYTES`` if set (``--memory_limit``
+    sets it; to check for a smaller target device than the one at hand), else the runtime's ``bytes_limit`` on a
     GPU/TPU, else on CPU the host's physical memory divided among the
     ``devices_sharing_host`` CPU devices."""
     if os.environ.get(MEMORY_ENV):
-        try:
-            return int(float(os.environ[MEMORY_ENV]))
-        except ValueError:
-            raise ValueError(f"{MEMORY_ENV}={os.environ[MEMORY_ENV]!r} is not a number of "
-                             "bytes") from None
+        return parse_bytes(os.environ[MEMORY_ENV])
     stats = None
     try:
         stats = device.memory_stats()

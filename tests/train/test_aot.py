@@ -90,6 +90,12 @@ def test_compile_only_cli_prints_figures_and_exits_by_fit(tmp_path):
     small = _compile_cli(env={MEMORY_ENV: "1e5"})  # a 100 KB device
     assert small.returncode == 1
     assert "fits NO" in small.stdout and "of 0.00 GiB" in small.stdout
+    flag = _compile_cli(extra=["--memory_limit", "1MiB"])
+    assert flag.returncode == 1, flag.stderr[-2000:]
+    assert json.loads(flag.stdout.strip().splitlines()[-1])["compiled"][
+        "memory_limit_bytes"] == 2 ** 20
+    bad = _compile_cli(extra=["--memory_limit", "1 parsec"])
+    assert bad.returncode == 2 and "memory size '1 parsec'" in bad.stderr
 
 
 def test_launcher_check_refuses_a_sweep_that_does_not_fit(tmp_path):
@@ -107,7 +113,6 @@ axis.model = {'ModelConfig.d_model': [16, 32], 'label': ['d16', 'd32']}
 axis.opt = {'build_optimizer.optimizer': ['adamw', 'muon'], 'label': ['adamw', 'muon']}
 sweep.product = ['model', 'opt']
 """)
-    import os
 
     from jaxlab.launch.check import runs_to_check
     from jaxlab.launch.expand import load_plan
@@ -117,8 +122,8 @@ sweep.product = ['model', 'opt']
     assert {dict(r.labels)["model"] for r in checked} == {"d32"}
     cmd = [sys.executable, "-m", "jaxlab.launch", "--sweep", str(sweep),
            "--root", str(tmp_path / "sweeps"), "--check"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
-                          env={**os.environ, MEMORY_ENV: "1e5"})
+    proc = subprocess.run([*cmd, "--memory_limit", "100KB"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
     assert proc.returncode == 2, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("error: run d32-") and "GiB per device" in err
