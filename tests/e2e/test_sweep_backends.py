@@ -5,6 +5,7 @@ backend's table (same bindings, same final losses) on a local Ray instance."""
 import fcntl
 import json
 import math
+import time
 
 import gin
 import pytest
@@ -154,3 +155,67 @@ def test_ray_backend_on_two_nodes(local_sweep, tmp_path):
     assert len(workers) == 2 and all(w.startswith("ray:") for w in workers), workers
     for r in ray_plan.runs:
         assert (ray_plan.run_dir(r) / "summary.json").exists()
+
+
+RESUMABLE = """
+include 'jaxlab/configs/train/cpu_smoke.gin'
+ModelConfig.d_model = 32
+ModelConfig.n_layers = 1
+ModelConfig.n_heads = 2
+TrainConfig.seq_len = 32
+TrainConfig.batch_size = 8
+TrainConfig.steps = 400
+TrainConfig.eval_every = 0
+TrainConfig.eval_batches = 2
+TrainConfig.checkpoint_every = 20
+TrainConfig.log_every = 20
+TrainConfig.mesh = 'data=1'
+axis.lr = {'build_optimizer.learning_rate': [1e-3, 2e-3, 3e-3, 4e-3],
+           'label': ['a', 'b', 'c', 'd']}
+"""
+
+
+@pytest.mark.slow
+def test_a_ray_node_lost_mid_sweep_is_resumed_on_relaunch(tmp_path):
+    """Two Ray nodes on localhost (separate raylet processes); the worker node is removed
+    once a run has a checkpoint: the runs it held are recorded interrupted, the others
+    finish; a relaunch finishes the interrupted ones from their checkpoints, and the store
+    holds every run exactly once."""
+    import threading
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    sweep = tmp_path / "ray_study" / "sweep.gin"
+    sweep.parent.mkdir()
+    sweep.write_text(RESUMABLE)
+    plan = load_plan(sweep, None, tmp_path / "sweeps")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    worker = cluster.add_node(num_cpus=1)
+
+    def remove_worker_after_a_checkpoint():
+        while not any((plan.run_dir(r) / "checkpoints" / "20").is_dir() for r in plan.runs):
+            time.sleep(0.2)
+        time.sleep(2.0)
+        cluster.remove_node(worker)
+
+    killer = threading.Thread(target=remove_worker_after_a_checkpoint, daemon=True)
+    try:
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        killer.start()
+        first = launch(plan, "ray", resources={"num_cpus": 1})
+        killer.join(timeout=60)
+        assert first["interrupted"] >= 1 and first["done"] + first["interrupted"] == 4, first
+        lost = [r for r in store_of(plan).rows() if r["status"] == "interrupted"]
+        second = launch(plan, "ray", resources={"num_cpus": 1})  # the head node alone
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert second["done"] == 4, second
+    rows = store_of(plan).rows()
+    assert sorted(r["run_id"] for r in rows) == sorted(r.run_id for r in plan.runs)
+    again = {r["run_id"]: r for r in rows}
+    for r in lost:
+        resumed = again[r["run_id"]]
+        assert resumed["attempts"] == 2 and resumed["resumed_from"] >= 20, resumed
+        assert resumed["step"] == 400

@@ -32,6 +32,19 @@ def _execute_task(run: dict, run_dir: str, threads: int, env: dict) -> dict:
     return {**result, "worker": f"ray:{ray.get_runtime_context().get_node_id()[:12]}"}
 
 
+def _result(ref, j: Job) -> dict:
+    """The task's result; a task lost with its node or worker is ``interrupted`` (its run
+    resumes from its last checkpoint when the sweep is relaunched)."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:
+        lost = job_lib.launch_failure(j.run, e)
+        return {**lost, "status": "interrupted", "error": (
+            f"the Ray task was lost ({type(e).__name__}: {str(e).splitlines()[0][:300]})")}
+
+
 class RayBackend:
     """Runs each job as a Ray task with ``resources``."""
 
@@ -71,7 +84,8 @@ class RayBackend:
                     running[task.remote(j.run, str(j.run_dir), self.threads, j.env)] = j
                 done, _ = ray.wait(list(running), num_returns=1)
                 for ref in done:
-                    on_finish(running.pop(ref), ray.get(ref))
+                    j = running.pop(ref)
+                    on_finish(j, _result(ref, j))
         except BaseException:
             for ref in running:
                 ray.cancel(ref, force=True)
