@@ -230,9 +230,9 @@ def _verdicts(size_rows, moe_rows, lr_info, fixed_lrs) -> list[str]:
         if ahead:
             beat = sorted(a for a, g in ahead.items() if g > NOISE_NATS)
             lines.append(f"- Orthogonalised updates beat AdamW on the largest dense rung "
-                         f"({top}): **{verdict(bool(beat))}** for {len(beat)} of "
-                         f"{len(ahead)} arms ({', '.join(beat) or 'none'}; margin "
-                         f"{NOISE_NATS} nats).")
+                         f"({top}): **{verdict(bool(beat))}**; {len(beat)} of {len(ahead)} "
+                         f"arms are ahead by more than {NOISE_NATS} nats "
+                         f"({', '.join(beat) or 'none'}).")
             best_arm = max(ahead, key=ahead.get)
             lines.append(f"- Best arm on {top}: {best_arm} ({ahead[best_arm]:+.3f} nats vs "
                          "AdamW).")
