@@ -18,6 +18,7 @@ On Linux the process keeps freed host memory for reuse (``jaxlab.train.host_memo
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import flags, logging
@@ -50,17 +51,13 @@ TOPOLOGY = flags.DEFINE_string(
 def compile_only() -> int:
     """``--compile_only``: the AOT report of the configured run; 0 if it fits, else 1."""
     from jaxlab.tasks import build_task
-    from jaxlab.train.aot import compile_train_step, topology_devices
+    from jaxlab.train.aot import MEMORY_ENV, compile_train_step, parse_bytes, topology_devices
     from jaxlab.train.config import TrainConfig
     from jaxlab.train.gin_setup import optimizer_config
 
     cfg = TrainConfig()
     task = build_task(cfg.task, cfg.seq_len)
-    if MEMORY_LIMIT.value:
-        import os
-
-        from jaxlab.train.aot import MEMORY_ENV, parse_bytes
-
+    if MEMORY_LIMIT.value:  # read by jaxlab.train.aot.device_memory
         os.environ[MEMORY_ENV] = str(parse_bytes(MEMORY_LIMIT.value))
     devices = topology_devices(TOPOLOGY.value) if TOPOLOGY.value else None
     report = compile_train_step(task, cfg, optimizer_config(), devices)
