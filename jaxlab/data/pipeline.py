@@ -110,9 +110,7 @@ def batch_rows_of_process(ds: grain.MapDataset, batch_size: int, process_index: 
     ds = ds.batch(batch_size, drop_remainder=True)
     if process_count == 1:
         return ds
-    k = batch_size // process_count
-    lo = process_index * k
-    return ds.map(lambda b: jax.tree.map(lambda x: x[lo:lo + k], b))
+    return ds.map(lambda b: rows_of_process(b, process_index, process_count))
 
 
 def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int,
@@ -134,18 +132,23 @@ def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int,
     return out
 
 
-def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """This process's rows of a global batch (all of it in a one-process run): process
-    ``p`` of ``P`` holds rows ``[p B / P, (p + 1) B / P)``, the order in which
-    :func:`shard_batch` lays process-local rows out along the batch axes."""
-    p, n = jax.process_index(), jax.process_count()
-    if n == 1:
+def rows_of_process(batch, process_index: int, process_count: int):
+    """Process ``p``'s rows ``[p B / P, (p + 1) B / P)`` of a global batch (an array or a
+    tree of arrays with the batch axis first): the order in which :func:`shard_batch`
+    lays process-local rows out along the batch axes."""
+    if process_count == 1:
         return batch
-    rows = len(next(iter(batch.values())))
-    if rows % n:
-        raise ValueError(f"a batch of {rows} rows does not split over {n} processes")
-    k = rows // n
-    return {key: v[p * k:(p + 1) * k] for key, v in batch.items()}
+    rows = len(jax.tree.leaves(batch)[0])
+    if rows % process_count:
+        raise ValueError(f"batch_size={rows} is not divisible by {process_count} processes")
+    k = rows // process_count
+    lo = process_index * k
+    return jax.tree.map(lambda x: x[lo:lo + k], batch)
+
+
+def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This JAX process's rows of a global batch (all of it in a one-process run)."""
+    return rows_of_process(batch, jax.process_index(), jax.process_count())
 
 
 def shard_batch(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict:

@@ -119,7 +119,8 @@ def outcome(returncode: int, summary: dict | None, log: Path) -> tuple[str, str 
     return status, f"{error}\n--- last lines of {log}:\n{_tail(log)}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on localhost that is free now (for a run's coordinator)."""
     import socket
 
     with socket.socket() as sock:
@@ -134,12 +135,14 @@ def process_commands(cmd: list[str], env: dict[str, str], processes: int,
     (:mod:`jaxlab.train.distributed`), with ``cpu_devices`` fake CPU devices if given."""
     if processes == 1 and cpu_devices is None:
         return [(cmd, env)]
-    if cpu_devices is not None:
-        env = {**env, "XLA_FLAGS": (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
-                                    f"device_count={cpu_devices}").strip()}
+    if cpu_devices is not None:  # replaces a device count already in XLA_FLAGS
+        flags = [f for f in env.get("XLA_FLAGS", "").split()
+                 if not f.startswith("--xla_force_host_platform_device_count")]
+        env = {**env, "XLA_FLAGS": " ".join(
+            [*flags, f"--xla_force_host_platform_device_count={cpu_devices}"])}
     if processes == 1:
         return [(cmd, env)]
-    port = _free_port()
+    port = free_port()
     return [(cmd + ["--coordinator_address", f"localhost:{port}", "--num_processes",
                     str(processes), "--process_id", str(p)], env) for p in range(processes)]
 
@@ -200,6 +203,8 @@ def _wait_all(procs: list[subprocess.Popen]) -> int:
     """Waits for every process; once one exits non-zero, stops the others (a peer of a
     dead process would wait at its next collective). Returns the first non-zero status
     (its own, not a stopped peer's), else 0."""
+    if len(procs) == 1:
+        return procs[0].wait()
     first = None
     while any(p.poll() is None for p in procs):
         for p in procs:
@@ -208,7 +213,7 @@ def _wait_all(procs: list[subprocess.Popen]) -> int:
                 for q in procs:
                     if q.poll() is None:
                         q.terminate()
-        time.sleep(0.05 if len(procs) > 1 else 0.2)
+        time.sleep(0.05)
     for p in procs:
         if p.returncode != 0 and first is None:
             first = p.returncode

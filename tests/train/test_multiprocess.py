@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from jaxlab.launch.job import process_commands
 from jaxlab.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,25 +42,14 @@ def _args(workdir: Path) -> list[str]:
             *[a for x in b for a in ("--gin_bindings", x)]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def _start(workdir: Path, processes: int) -> list[subprocess.Popen]:
-    """``processes`` training processes sharing 8 fake CPU devices between them."""
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={8 // processes}"}
-    cmd = _args(workdir)
-    if processes > 1:
-        port = _free_port()
-        cmd += ["--coordinator_address", f"localhost:{port}", "--num_processes",
-                str(processes)]
+    """``processes`` training processes sharing 8 fake CPU devices between them, with the
+    launcher's own commands (jaxlab.launch.job.process_commands)."""
     procs = []
-    for p in range(processes):
+    for p, (cmd, env) in enumerate(process_commands(_args(workdir), dict(os.environ),
+                                                    processes, cpu_devices=8 // processes)):
         log = open(f"{workdir}.p{p}.log", "a")
-        extra = ["--process_id", str(p)] if processes > 1 else []
-        procs.append(subprocess.Popen(cmd + extra, cwd=ROOT, env=env, stdout=log,
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
                                       stderr=subprocess.STDOUT))
     return procs
 
