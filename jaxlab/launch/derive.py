@@ -11,19 +11,22 @@ An expression (the quoted value of ``derived.KEY = '...'`` in a sweep file) may 
   ``batch_tokens`` (= batch_size * seq_len), ``steps``, ``lr`` (peak learning rate);
 * any gin binding of the run by name, e.g. ``TrainConfig.batch_size`` or
   ``adamw.b2`` (its bound value, else the configurable's default);
-* functions: :data:`FUNCTIONS`, and every public function of
-  :mod:`jaxlab.scaling.hyperparams` as ``hp.NAME(...)`` when that module exists.
+* functions: :data:`FUNCTIONS`; every public function of
+  :mod:`jaxlab.scaling.hyperparams` as ``hp.NAME(...)`` and of
+  :mod:`jaxlab.sparse.accounting` as ``sparse.NAME(...)`` (:data:`NAMESPACES`).
 
 Examples::
 
     derived.TrainConfig.steps = 'ceil(tokens_per_param * N / batch_tokens)'
     derived.adamw.weight_decay = 'hp.weight_decay_for_timescale(tau, lr, batch_tokens, steps * batch_tokens)'
+    derived.TrainConfig.steps = "sparse.equal_compute_steps(dense_steps, S, 'cubic')"
 
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -54,16 +57,23 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
-def _hp_function(name: str) -> Callable:
+# prefix -> module whose public functions expressions may call as ``prefix.NAME(...)``
+NAMESPACES = {"hp": "jaxlab.scaling.hyperparams", "sparse": "jaxlab.sparse.accounting"}
+
+
+def _namespace_function(prefix: str, name: str) -> Callable:
+    module_name = NAMESPACES[prefix]
     try:
-        import jaxlab.scaling.hyperparams as hp
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError:
-        raise DeriveError(f"hp.{name}: jaxlab.scaling.hyperparams is not available") from None
-    fn = getattr(hp, name, None)
-    if name.startswith("_") or not callable(fn):
-        valid = sorted(n for n in dir(hp) if not n.startswith("_") and callable(getattr(hp, n)))
-        raise DeriveError(f"hp.{name} is not a function of jaxlab.scaling.hyperparams; "
-                          f"valid: {valid}")
+        raise DeriveError(f"{prefix}.{name}: {module_name} is not available") from None
+    def own(n: str, v: Any) -> bool:  # public callables defined there, not imported
+        return not n.startswith("_") and callable(v) and getattr(v, "__module__", None) == module_name
+
+    fn = getattr(module, name, None)
+    if not own(name, fn):
+        valid = sorted(n for n, v in vars(module).items() if own(n, v))
+        raise DeriveError(f"{prefix}.{name} is not a function of {module_name}; valid: {valid}")
     return fn
 
 
@@ -107,11 +117,12 @@ def evaluate(expr: str, names: Mapping[str, Any]) -> Any:
             name = _dotted(node.func)
             if name in FUNCTIONS:
                 fn = FUNCTIONS[name]
-            elif name and name.startswith("hp.") and name.count(".") == 1:
-                fn = _hp_function(name[3:])
+            elif name and name.count(".") == 1 and name.split(".")[0] in NAMESPACES:
+                fn = _namespace_function(*name.split("."))
             else:
                 raise DeriveError(f"in {expr!r}: unknown function {name!r}; valid: "
-                                  f"{sorted(FUNCTIONS)} and hp.NAME")
+                                  f"{sorted(FUNCTIONS)} and "
+                                  + ", ".join(f"{p}.NAME" for p in NAMESPACES))
             return fn(*[ev(a) for a in node.args])
         name = _dotted(node)
         if name is not None:

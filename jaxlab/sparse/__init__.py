@@ -14,6 +14,7 @@ From the CLI, ``sparsity.*`` gin bindings (see :mod:`jaxlab.sparse.training`).
 
 from jaxlab.sparse.accounting import (
                                       compute_fractions_to_steps,
+                                      equal_compute_steps,
                                       planned_nonzeros,
                                       sparsity_diagnostics,
 )
@@ -29,7 +30,7 @@ from jaxlab.sparse.training import SparsityConfig, maybe_prune, sparsity_config
 
 __all__ = [
     "LeafPlan", "PruneSpec", "PruneState", "PruningSchedule", "SparsityConfig", "adams",
-    "block_mask", "compute_fractions_to_steps", "distribute", "maybe_prune", "nm_mask",
+    "block_mask", "compute_fractions_to_steps", "distribute", "equal_compute_steps", "maybe_prune", "nm_mask",
     "plan_leaves", "planned_nonzeros", "prune", "solve_densities", "sparsity_diagnostics",
     "sparsity_config", "sr_ste", "topk_masks",
 ]

@@ -13,7 +13,8 @@ Training compute of step ``t`` is ``6 * N_nonzero_non_embedding(t) * tokens``.
   ``summary.json``: a report's non-zero counts are measured, not targets).
 - :func:`planned_nonzeros` is the same count for every step, from the schedule alone;
   :func:`compute_fractions_to_steps` turns "prune from 25% to 75% of training compute"
-  into the start and end steps of that very schedule.
+  into the start and end steps of that very schedule; :func:`equal_compute_steps` is
+  the length of a pruned run that spends the compute of a given dense run.
 """
 
 from __future__ import annotations
@@ -113,6 +114,16 @@ def compute_fractions_to_steps(infos: Any, plans: list[LeafPlan], kind: str, c_s
 
     With ``C(t) = sum_{tau < t} N(tau)`` (N from :func:`planned_nonzeros`), returns
     integer ``start, end`` with ``C(start) ~ c_start C(T)`` and ``C(end) ~ c_end C(T)``.
+    """
+    return _fraction_schedule(lambda sched: planned_nonzeros(infos, plans, sched, total_steps),
+                              kind, c_start, c_end, frequency, total_steps, initial_sparsity)
+
+
+def _fraction_schedule(nonzeros: Callable[[PruningSchedule], np.ndarray], kind: str,
+                       c_start: float, c_end: float, frequency: int, total_steps: int,
+                       initial_sparsity: float) -> PruningSchedule:
+    """:func:`compute_fractions_to_steps` for any ``nonzeros(schedule) -> (T,)`` trace.
+
     Solved deterministically: ``start = c_s C / N_0``, ``end = T - (1 - c_e) C / N_f``
     for the total C that makes the pruning phase's own compute consistent (bisection on C,
     which is monotone), then the best of the neighbouring integer pairs.
@@ -127,12 +138,11 @@ def compute_fractions_to_steps(infos: Any, plans: list[LeafPlan], kind: str, c_s
         return PruningSchedule(kind, s, e, frequency, initial_sparsity)
 
     def fractions(sched: PruningSchedule) -> tuple[float, float, np.ndarray]:
-        n = planned_nonzeros(infos, plans, sched, T)
-        c = np.concatenate([[0], np.cumsum(n)])
+        c = np.concatenate([[0], np.cumsum(nonzeros(sched))])
         return c[sched.start] / c[T], c[sched.end] / c[T], c
 
-    n0 = planned_nonzeros(infos, plans, make(T - 1, T - 1), T)[0]
-    nf = planned_nonzeros(infos, plans, make(0, 0), T)[-1]
+    n0 = nonzeros(make(T - 1, T - 1))[0]
+    nf = nonzeros(make(0, 0))[-1]
     lo, hi = float(T * nf), float(T * n0)
 
     def bounds(c_total: float) -> tuple[float, float]:
@@ -157,3 +167,38 @@ def compute_fractions_to_steps(infos: Any, plans: list[LeafPlan], kind: str, c_s
             if err < best_err:
                 best, best_err = sched, err
     return best
+
+
+def equal_compute_steps(dense_steps: int, sparsity: float, kind: str, c_start: float = 0.25,
+                        c_end: float = 0.75, frequency: int = 1) -> int:
+    """Steps of a run pruned to ``sparsity`` (``kind`` from ``c_start`` to ``c_end`` of its
+    own compute, as ``sparsity.unit = 'compute'`` does) that spend the training compute
+    of ``dense_steps`` dense steps of the same model: the smallest T with
+    ``sum_{t < T} density(t) >= dense_steps``.
+
+    This is the equal-compute comparison of Jin et al. (arXiv 2501.12486): a sparse run
+    trains on more tokens for the compute of a dense one. It counts every non-embedding
+    parameter as prunable (the hidden matrices are all but the norms' ~0.2% here), so a
+    run's measured ``train_flops_sparse`` lands within a fraction of a percent of the
+    dense run's; a sweep reports the measured figure.
+    """
+    if dense_steps < 1:
+        raise ValueError(f"dense_steps must be >= 1, got {dense_steps!r}")
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+    if sparsity == 0.0:
+        return int(dense_steps)
+
+    def compute(T: int) -> float:
+        density = lambda sched: sched.density(np.arange(T), 1.0 - sparsity)  # noqa: E731
+        sched = _fraction_schedule(density, kind, c_start, c_end, frequency, T, 0.0)
+        return float(np.sum(density(sched)))
+
+    lo, hi = int(dense_steps), math.ceil(dense_steps / (1.0 - sparsity)) + 1
+    while lo < hi:  # compute(T) grows with T
+        mid = (lo + hi) // 2
+        if compute(mid) >= dense_steps:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
