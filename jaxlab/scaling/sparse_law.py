@@ -89,6 +89,16 @@ class FrantarSparseLaw:
                                        options={"xatol": 1e-10})
         return float(res.x)
 
+    def optimal_sparsity_grid(self, N, C, flops_per_unit: float = 6.0, s_max: float = 0.99,
+                              n_grid: int = 991) -> np.ndarray:
+        """`optimal_sparsity` on arrays: for N and C broadcast to one shape, the S of a
+        uniform grid of ``n_grid`` points on [0, s_max] with the lowest loss at compute C
+        (resolution ``s_max / (n_grid - 1)``; the scalar method refines between points)."""
+        N, C = np.broadcast_arrays(positive_array("N", N), positive_array("C", C))
+        grid = np.linspace(0.0, s_max, n_grid).reshape((-1,) + (1,) * N.ndim)
+        return grid.reshape(-1)[np.argmin(self.loss_at_compute(grid, N, C, flops_per_unit),
+                                          axis=0)]
+
     def table_row(self) -> dict[str, float | str]:
         """One row of a constants table."""
         return {"law": self.name, **{k: getattr(self, k) for k in self.param_names}}

@@ -164,6 +164,18 @@ def test_derive_evaluates_arithmetic_only():
             evaluate(bad, names)
 
 
+def test_derive_calls_namespaced_library_functions():
+    assert evaluate("sparse.equal_compute_steps(d, S, 'oneshot')", {"d": 300, "S": 0.5}) == 525
+    with pytest.raises(DeriveError, match=r"sparse.count is not a function of "
+                                          r"jaxlab.sparse.accounting; valid: \['compute_"):
+        evaluate("sparse.count(1)", {})
+    with pytest.raises(DeriveError, match="not a function") as err:  # imported, not its own
+        evaluate("sparse.Callable(1)", {})
+    assert "'Callable'" not in str(err.value)
+    with pytest.raises(DeriveError, match=r"unknown function 'np.log'.*hp.NAME, sparse.NAME"):
+        evaluate("np.log(2)", {})
+
+
 def test_derive_boolean_operators_short_circuit_like_python():
     names = {"N": 1000, "zero": 0}
     assert evaluate("N > 10 and zero == 0", names) is True

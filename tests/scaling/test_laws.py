@@ -74,6 +74,16 @@ def test_optimal_sparsity_increases_with_compute(law, unit):
             assert law.loss_at_compute(s3 + ds, N, c, unit) >= law.loss_at_compute(s3, N, c, unit)
 
 
+def test_optimal_sparsity_grid_matches_the_scalar_search():
+    N = np.array([1e7, 1e8, 1e9])[:, None]
+    C = np.geomspace(1e19, 1e24, 6)[None, :] * 65536
+    grid = FRANTAR_T5.optimal_sparsity_grid(N, C, 6 * 65536, s_max=0.999, n_grid=1000)
+    scalar = np.array([[FRANTAR_T5.optimal_sparsity(n, c, 6 * 65536) for c in C[0]]
+                       for n in N[:, 0]])
+    assert grid.shape == (3, 6)
+    np.testing.assert_allclose(grid, scalar, atol=0.999 / 999 + 1e-9)
+
+
 def test_power_lines_tau_worked_values():
     assert POWER_LINES_TAU.predict(20) == pytest.approx(0.224, abs=0.002)
     assert POWER_LINES_TAU.predict(100) == pytest.approx(0.096, abs=0.002)

@@ -10,6 +10,7 @@ from jaxlab.sparse import (
     PruneSpec,
     PruningSchedule,
     compute_fractions_to_steps,
+    equal_compute_steps,
     plan_leaves,
     planned_nonzeros,
     prune,
@@ -86,6 +87,35 @@ def test_compute_fractions_25_75(kind):
     # a dense step costs more than a sparse one: 25% of compute comes before 25% of steps
     assert sched.start < 0.25 * T and sched.end < 0.75 * T
     assert n[sched.start - 1] == n[0] and n[sched.last_event] == n[-1] < n[0]
+
+
+def test_equal_compute_steps_oneshot_hand_computed():
+    # One-shot at 25% of compute: 0.25 C at density 1, then 0.75 C at density 1 - S, with
+    # C = 300 dense steps: T = 75 + 225 / (1 - S).
+    assert equal_compute_steps(300, 0.5, "oneshot") == 75 + 450
+    assert equal_compute_steps(300, 0.75, "oneshot") == 75 + 900
+    assert equal_compute_steps(300, 0.0, "geometric") == 300
+
+
+@pytest.mark.parametrize("kind", ["oneshot", "cubic", "geometric"])
+def test_equal_compute_steps_spend_the_dense_runs_compute(kind):
+    """The schedule the trainer builds for the returned T (a model that is all pruned
+    matrix) spends the dense run's compute to within one dense step; T - 1 steps spend
+    less than it."""
+    params = {"w": jnp.zeros((32, 32))}
+    infos = describe_params(params)
+    plans = plan_leaves(infos, PruneSpec(sparsity=0.75))
+    dense_steps, freq = 400, 10
+    T = equal_compute_steps(dense_steps, 0.75, kind, 0.25, 0.75, freq)
+    assert dense_steps < T < dense_steps / 0.25
+
+    def compute(steps):
+        sched = compute_fractions_to_steps(infos, plans, kind, 0.25, 0.75, freq, steps)
+        return planned_nonzeros(infos, plans, sched, steps).sum()
+
+    assert 0 <= compute(T) - dense_steps * 32 * 32 <= 32 * 32
+    assert compute(T - 1) < dense_steps * 32 * 32
+    assert equal_compute_steps(dense_steps, 0.75, kind, 0.25, 0.75, freq) == T
 
 
 def test_run_density_starts_and_ends_at_planned_steps():
