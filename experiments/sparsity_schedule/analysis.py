@@ -246,20 +246,24 @@ def _plot_density_traces(rows: list[dict], stem: Path) -> list[str] | None:
     return save_figure(fig, stem)
 
 
-def report(sweep_dir, runs, n_boot: int = 100, boot_stride: int = 15) -> dict:
+def report(sweep_dir, runs, n_boot: int = 100, fit_stride: int = 1,
+           boot_stride: int = 15) -> dict:
     """Writes the report into ``sweep_dir``; returns its paths and summary lines.
 
-    The fits on all runs start from the full 4,500-point grid; each of the ``n_boot``
-    bootstrap refits from every ``boot_stride``-th point of it."""
+    The fits on all runs start from every ``fit_stride``-th point of the 4,500-point
+    grid (all by default); each of the ``n_boot`` bootstrap refits from every
+    ``boot_stride``-th point."""
     sweep_dir = Path(sweep_dir)
     rows = run_rows(runs)
     df = pd.DataFrame([r for r in rows if _ok(r)])
     df["group"] = [group(r) for r in df.to_dict("records")]
     excluded = [r for r in rows if not _ok(r)]
     out: dict = {"report": sweep_dir / "report.md", "plots": [], "lines": []}
-    law_bar, law_final = fit_law(df, "N_bar"), fit_law(df, "N_final")
+    grid = besiroglu_grid()
+    law_bar = fit_law(df, "N_bar", grid[::fit_stride])
+    law_final = fit_law(df, "N_final", grid[::fit_stride])
     res_bar, res_final = residuals(df, law_bar, "N_bar"), residuals(df, law_final, "N_final")
-    few = besiroglu_grid()[::boot_stride]
+    few = grid[::boot_stride]
 
     def refit(sample: pd.DataFrame) -> dict:
         lb, lf = fit_law(sample, "N_bar", few), fit_law(sample, "N_final", few)
@@ -287,7 +291,8 @@ def report(sweep_dir, runs, n_boot: int = 100, boot_stride: int = 15) -> dict:
           *[f"- **{verdict(v['held'], MATCH_NATS)}**: {PAPER[k]}. Ours: {v['text']}."
             for k, v in verdicts.items()], "",
           "## One law for sparse and dense runs\n",
-          "L = E + A / N^alpha + B / D^beta (Huber on log loss, delta 1e-3, 4,500 starts), "
+          f"L = E + A / N^alpha + B / D^beta (Huber on log loss, delta 1e-3, {len(grid[::fit_stride])} "
+          "starts), "
           "fitted to every run with N = N_bar and, separately, with N = the final non-zero "
           f"count. Intervals: bootstrap over runs ({boot['n_ok']} of {boot['n_boot']} refits).\n",
           markdown_table([{"constant": k, "N_bar fit": getattr(law_bar, k),

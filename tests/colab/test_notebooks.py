@@ -29,6 +29,18 @@ STUDIES = {
     "muon_family.ipynb": (
         ROOT / "experiments" / "muon_family" / "sweep.gin", "tiny", "muon_family-tiny",
         ("report.md", "report.json", "step_cost.png", "step_cost.svg")),
+    "sparse_ablation.ipynb": (
+        ROOT / "experiments" / "sparse_ablation" / "sweep.gin", "tiny", "sparse_ablation-tiny",
+        ("report.md", "report.json", "ablation.png", "ablation.svg")),
+    "sparse_scaling.ipynb": (
+        ROOT / "experiments" / "sparse_scaling" / "sweep.gin", "tiny", "sparse_scaling-tiny",
+        ("report.md", "report.json", "loss_vs_nonzeros.png", "loss_vs_nonzeros.svg",
+         "residuals.png", "optimal_sparsity.png")),
+    "sparsity_schedule.ipynb": (
+        ROOT / "experiments" / "sparsity_schedule" / "sweep.gin", "tiny",
+        "sparsity_schedule-tiny",
+        ("report.md", "report.json", "loss_vs_compute.png", "loss_vs_compute.svg",
+         "residuals.png", "density_traces.png")),
     "trasmuon_stability.ipynb": (
         ROOT / "experiments" / "trasmuon_stability" / "sweep_lm.gin", "tiny",
         "trasmuon_stability_lm-tiny",
@@ -157,7 +169,69 @@ def check_layerwise_wd(sweep_dir: Path) -> None:
     assert sig["plain"]["predicted_slope"] == pytest.approx(0.75, abs=1e-9)
 
 
-CHECKS = {"adamw_timescale.ipynb": check_adamw_timescale, "muon_family.ipynb": check_muon_family, "layerwise_wd.ipynb": check_layerwise_wd, "vit_digits.ipynb": check_vit_digits, "wsd_cooldown.ipynb": check_wsd_cooldown}
+def check_sparse_scaling(sweep_dir: Path) -> None:
+    """All 12 runs fitted; every sparse run's non-zeros are counted in its saved weights
+    (the norms stay dense, so slightly fewer zeros than the target) and a dense run's are
+    its parameters; the report carries an interval for every constant and multiplier and
+    a verdict on each claim."""
+    result = json.loads((sweep_dir / "report.json").read_text())
+    assert result["runs"] == result["fitted"] == 12
+    for r in result["runs_table"]:
+        if r["S"] == 0.0:
+            assert r["N"] == r["N_dense"]
+        else:
+            assert 0.0 <= r["S"] - r["measured_S"] < 0.01, r
+            assert r["N"] < (1.0 - r["S"]) * r["N_dense"] + 0.01 * r["N_dense"]
+    for k in ("a_S", "b_S", "c_S", "b_N", "a_D", "b_D", "c", "mult@0.5", "mult@0.75"):
+        lo, hi = result["intervals"][k]["0.95"]
+        assert lo <= hi, k
+    assert set(result["claims"]) == {"capacity", "direct", "optimal_sparsity"}
+    assert result["paper"]["mult@0.5"] == pytest.approx(1.59, abs=0.01)
+    assert result["paper"]["mult@0.75"] == pytest.approx(2.16, abs=0.01)
+
+
+def check_sparsity_schedule(sweep_dir: Path) -> None:
+    """Each sparse arm trained for the steps that spend its dense run's compute (one-shot
+    at 25%: 0.25 x 30 + 0.75 x 30 / 0.5 = 52.5 -> 53 steps) and spent it, as measured from
+    its logged non-zeros; N_bar lies between the final and the initial count."""
+    from jaxlab.sparse import equal_compute_steps
+
+    result = json.loads((sweep_dir / "report.json").read_text())
+    assert result["runs"] == result["done"] == 8
+    for t in result["table"]:
+        kind = "oneshot" if t["arm"] == "dense" else t["arm"].split("_")[0]
+        assert t["steps"] == equal_compute_steps(30, t["S"], kind, 0.25, 0.75, 1)
+        assert 1.0 <= t["C / dense C"] < 1.05, t
+    assert {t["steps"] for t in result["table"] if t["arm"] == "oneshot_s50"} == {53}
+    assert {g["group"] for g in result["groups"]} == {"dense", "oneshot", "cubic", "geometric"}
+    assert set(result["claims"]) == {"n_bar_law", "window", "best_schedule"}
+    assert result["claims"]["window"]["held"] is None  # the tiny preset has no early / late arm
+
+
+def check_sparse_ablation(sweep_dir: Path) -> None:
+    """Every arm ran; the sparse arms hold S = 0.5 in their saved hidden matrices (the
+    norms stay dense) and the dense ones none; each arm is compared with the dense run of
+    its own optimizer."""
+    result = json.loads((sweep_dir / "report.json").read_text())
+    assert result["runs"] == result["done"] == 9
+    table = {t["arm"]: t for t in result["table"]}
+    assert set(table) == {"dense_adamw", "dense_muon", "unstructured", "nm_2of4", "block16",
+                          "erk", "srste_2of4", "adams_2of4", "unstructured_muon"}
+    for arm, t in table.items():
+        if arm.startswith("dense"):
+            assert t["measured S"] == 0.0
+        else:
+            assert 0.49 < t["measured S"] <= 0.5, t
+    muon = table["unstructured_muon"]
+    assert muon["vs dense"] == pytest.approx(muon["loss"] - table["dense_muon"]["loss"])
+    assert table["erk"]["vs dense"] == pytest.approx(table["erk"]["loss"]
+                                                     - table["dense_adamw"]["loss"])
+
+
+CHECKS = {"adamw_timescale.ipynb": check_adamw_timescale,
+          "sparse_scaling.ipynb": check_sparse_scaling,
+          "sparsity_schedule.ipynb": check_sparsity_schedule,
+          "sparse_ablation.ipynb": check_sparse_ablation, "muon_family.ipynb": check_muon_family, "layerwise_wd.ipynb": check_layerwise_wd, "vit_digits.ipynb": check_vit_digits, "wsd_cooldown.ipynb": check_wsd_cooldown}
 
 
 def _execute(path: Path) -> dict:
