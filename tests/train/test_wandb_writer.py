@@ -79,3 +79,23 @@ def test_missing_wandb_and_bad_mode_are_clear_errors(tmp_path, monkeypatch):
         _run(tmp_path / "r", 2)
     with pytest.raises(ValueError, match="TrainConfig.wandb_mode='cloud'"):
         TrainConfig(wandb_mode="cloud")
+
+
+def test_offline_wandb_history_equals_metrics_jsonl(tmp_path, monkeypatch):
+    """The real wandb, offline: the run's W&B history, read back from its transaction
+    log, holds every scalar of metrics.jsonl at the same step with the same value."""
+    import wandb  # noqa: F401  (a dev dependency: this test must not skip)
+
+    from jaxlab.train.wandb_writer import offline_history
+
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    assert _run(tmp_path / "r", 8)["status"] == "done"
+    history = {row["_step"]: row for row in offline_history(tmp_path / "r")}
+    records = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert sorted(history) == sorted(r["step"] for r in records) == [2, 4, 6, 8]
+    for r in records:
+        scalars = {k: v for k, v in r.items() if k != "step" and isinstance(v, float)}
+        assert {"loss", "lr", "grad_norm"} <= set(scalars)
+        assert {k: history[r["step"]][k] for k in scalars} == scalars, r["step"]
