@@ -2,9 +2,16 @@
 completes; status and report read the store; the Ray backend reproduces the local
 backend's table (same bindings, same final losses) on a local Ray instance."""
 
+import contextlib
 import fcntl
 import json
 import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 
 import gin
@@ -127,28 +134,84 @@ def test_ray_backend_matches_local(local_sweep, tmp_path):
         assert (ray_plan.run_dir(r) / "summary.json").exists()
 
 
+def _alive_nodes(ray) -> int:
+    return len([n for n in ray.nodes() if n["Alive"]])
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} after {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def ray_cli_cluster():
+    """A head node and a worker node started with ``ray start --block`` on localhost, each
+    its own process group with one CPU, and this process connected as the driver.
+
+    Yields ``stop_worker()``, which SIGTERMs the worker node's processes (the node dies,
+    as when its machine goes away). Teardown stops both groups without ``ray stop``
+    (which would stop every Ray instance on the machine)."""
+    import ray
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--block", "--num-cpus=1", "--node-ip-address=127.0.0.1"]
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: socket paths
+    procs = []
+
+    def start(*args):
+        procs.append(subprocess.Popen([ray_cli, "start", *common, *args], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
+
+    def stop(proc, grace_s=10.0):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):  # what the head left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    try:
+        start("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp_dir}")
+        time.sleep(1.0)
+        start(f"--address={address}")
+        ray.init(address=address, log_to_driver=False)
+        _wait_for(lambda: _alive_nodes(ray) == 2, 60, "the worker node did not join")
+
+        def stop_worker():
+            stop(procs[1])
+            _wait_for(lambda: _alive_nodes(ray) == 1, 60, "the worker node is still alive")
+
+        yield stop_worker
+    finally:
+        ray.shutdown()
+        for proc in reversed(procs):
+            stop(proc)
+
+
 @pytest.mark.slow
 def test_ray_backend_on_two_nodes(local_sweep, tmp_path):
-    """A two-node Ray cluster on localhost (ray.cluster_utils; one CPU per node): the runs
-    spread over both nodes, every run directory is written where the driver named it (the
-    storage both nodes see), the driver alone writes the store, and the table equals the
-    local backend's."""
-    import ray
-    from ray.cluster_utils import Cluster
-
+    """A two-node Ray cluster on localhost (a head and a worker started by ``ray start``,
+    separate processes, one CPU each): the runs spread over both nodes, every run
+    directory is written where the driver named it (the storage both nodes see), the
+    driver alone writes the store, and the table equals the local backend's."""
     plan, _ = local_sweep
     gin.clear_config()
     ray_plan = load_plan(plan.spec.path, None, tmp_path / "sweeps")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    try:
-        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+    with ray_cli_cluster():
         counts = launch(ray_plan, "ray", compile_cache=plan.sweep_dir / ".jax_cache",
                         resources={"num_cpus": 1})
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
     assert counts["done"] == 3 and counts["diverged"] == 1
     assert _table(ray_plan) == _table(plan)
     workers = {r["worker"] for r in store_of(ray_plan).rows()}
@@ -177,40 +240,32 @@ axis.lr = {'build_optimizer.learning_rate': [1e-3, 2e-3, 3e-3, 4e-3],
 
 @pytest.mark.slow
 def test_a_ray_node_lost_mid_sweep_is_resumed_on_relaunch(tmp_path):
-    """Two Ray nodes on localhost (separate raylet processes); the worker node is removed
-    once a run has a checkpoint: the runs it held are recorded interrupted, the others
-    finish; a relaunch finishes the interrupted ones from their checkpoints, and the store
-    holds every run exactly once."""
+    """Two Ray nodes on localhost (a head and a worker started by ``ray start``, separate
+    processes); the worker node is stopped once the two runs in flight (one per node)
+    have a checkpoint: the run it held is recorded interrupted, the others finish; a
+    relaunch finishes the interrupted ones from their checkpoints, and the store holds
+    every run exactly once."""
     import threading
-
-    import ray
-    from ray.cluster_utils import Cluster
 
     sweep = tmp_path / "ray_study" / "sweep.gin"
     sweep.parent.mkdir()
     sweep.write_text(RESUMABLE)
     plan = load_plan(sweep, None, tmp_path / "sweeps")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    worker = cluster.add_node(num_cpus=1)
+    with ray_cli_cluster() as stop_worker:
+        def stop_worker_after_a_checkpoint():
+            while sum(any((plan.run_dir(r) / "checkpoints").glob("[0-9]*"))
+                      for r in plan.runs) < 2:  # older checkpoints are pruned: any one
+                time.sleep(0.2)
+            time.sleep(2.0)
+            stop_worker()
 
-    def remove_worker_after_a_checkpoint():
-        while not any((plan.run_dir(r) / "checkpoints" / "20").is_dir() for r in plan.runs):
-            time.sleep(0.2)
-        time.sleep(2.0)
-        cluster.remove_node(worker)
-
-    killer = threading.Thread(target=remove_worker_after_a_checkpoint, daemon=True)
-    try:
-        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        killer = threading.Thread(target=stop_worker_after_a_checkpoint, daemon=True)
         killer.start()
         first = launch(plan, "ray", resources={"num_cpus": 1})
         killer.join(timeout=60)
         assert first["interrupted"] >= 1 and first["done"] + first["interrupted"] == 4, first
         lost = [r for r in store_of(plan).rows() if r["status"] == "interrupted"]
         second = launch(plan, "ray", resources={"num_cpus": 1})  # the head node alone
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
     assert second["done"] == 4, second
     rows = store_of(plan).rows()
     assert sorted(r["run_id"] for r in rows) == sorted(r.run_id for r in plan.runs)
