@@ -42,8 +42,9 @@ PAPER = {
     "capacity": "at equal non-zeros a sparse model beats a dense one: sparsity multiplies "
                 "the effective parameter count, about 1.6x at S = 0.5 and 2.2x at S = 0.75 "
                 "(T5/C4 fit)",
-    "direct": "the multipliers read off the dense runs (the dense size with the same loss "
-              "at the same tokens) agree with the law's",
+    "direct": "read off the dense runs without the law (the dense size with a sparse "
+              "run's loss at the same tokens, over its non-zeros), sparsity multiplies "
+              "capacity at S = 0.5 and 0.75",
     "optimal_sparsity": "the loss-optimal sparsity at fixed non-zeros rises with training "
                         "compute (figure 3)",
 }
@@ -114,6 +115,21 @@ def direct_multipliers(rows: list[dict]) -> list[dict]:
     return out
 
 
+def direct_by_budget(direct: list[dict], rows: list[dict]) -> list[dict]:
+    """Median of the dense-read multipliers per token budget and sparsity (the runs whose
+    loss fell inside the dense runs' range, out of all of that budget and sparsity)."""
+    tokens = {r["tokens_label"]: r["D"] for r in rows if _ok(r)}
+    out = []
+    for lab in sorted(tokens, key=tokens.get):
+        for S in sorted({d["S"] for d in direct}):
+            mine = [d["multiplier"] for d in direct if d["tokens"] == lab and d["S"] == S]
+            inside = [m for m in mine if math.isfinite(m)]
+            out.append({"tokens": lab, "D": tokens[lab], "S": S,
+                        "median multiplier": float(np.median(inside)) if inside else math.nan,
+                        "runs in range": f"{len(inside)} of {len(mine)}"})
+    return out
+
+
 def _plot_loss_vs_nonzeros(df: pd.DataFrame, law: FrantarSparseLaw, stem: Path) -> list[str]:
     labels = sorted(df["tokens_label"].unique(), key=lambda t: df[df.tokens_label == t].D.mean())
     fig = Figure(figsize=(4.0 * len(labels), 3.8))
@@ -180,7 +196,7 @@ def _plot_optimal_sparsity(osm: dict, df: pd.DataFrame, stem: Path) -> list[str]
     return save_figure(fig, stem)
 
 
-def claims(point: dict, boot: dict, direct: list[dict], osm: dict) -> dict[str, dict]:
+def claims(point: dict, boot: dict, by_budget: list[dict], osm: dict) -> dict[str, dict]:
     """Each claim of :data:`PAPER` with our figures and whether it held."""
     out = {}
     iv = boot["intervals"]
@@ -190,25 +206,25 @@ def claims(point: dict, boot: dict, direct: list[dict], osm: dict) -> dict[str, 
         lo, hi = iv[k][0.95]
         t5 = float(FRANTAR_T5.capacity_multiplier(s))
         texts.append(f"S = {s:g}: {point[k]:.2f}x (95% {lo:.2f}-{hi:.2f}; T5 {t5:.2f}x)")
-        held.append(lo > 1.0)
+        held.append(point[k] > 1.0 and lo > 1.0)
+    if "rest mult@0.5" in point:
+        texts.append("without the shortest budget: " + ", ".join(
+            f"{point[f'rest mult@{s:g}']:.2f}x (95% {iv[f'rest mult@{s:g}'][0.95][0]:.2f}-"
+            f"{iv[f'rest mult@{s:g}'][0.95][1]:.2f}) at S = {s:g}" for s in SPARSITIES_CHECKED))
     out["capacity"] = {"held": all(held), "text": "; ".join(texts)}
-    by_s = {}
-    for d in direct:
-        if math.isfinite(d["multiplier"]):
-            by_s.setdefault(d["S"], []).append(d["multiplier"])
-    if any(s in by_s for s in SPARSITIES_CHECKED):
-        parts, agree = [], []
-        for s in SPARSITIES_CHECKED:
-            if s in by_s:
-                lo, hi = iv[f"mult@{s:g}"][0.95]
-                m = float(np.median(by_s[s]))
-                parts.append(f"S = {s:g}: median {m:.2f}x over {len(by_s[s])} runs (the "
-                             f"law's 95% interval {lo:.2f}-{hi:.2f})")
-                agree.append(lo <= m <= hi)
-        out["direct"] = {"held": all(agree), "text": "; ".join(parts)}
+    largest = [b for b in by_budget if b["tokens"] == by_budget[-1]["tokens"]]
+    mult = {b["S"]: b["median multiplier"] for b in largest}
+    if all(math.isfinite(mult.get(s, math.nan)) for s in SPARSITIES_CHECKED):
+        growth = "; ".join(f"S = {b['S']:g}, {b['tokens']}: {b['median multiplier']:.2f}x"
+                           for b in by_budget if b["S"] in SPARSITIES_CHECKED
+                           and math.isfinite(b["median multiplier"]))
+        out["direct"] = {"held": all(mult[s] > 1.0 for s in SPARSITIES_CHECKED), "text": (
+            f"at the largest budget ({largest[0]['tokens']}, {largest[0]['D']:.3g} tokens) "
+            + ", ".join(f"{mult[s]:.2f}x at S = {s:g}" for s in SPARSITIES_CHECKED)
+            + f" (median over sizes; T5 1.59x, 2.16x); by budget: {growth}")}
     else:
-        out["direct"] = {"held": None, "text": "no sparse run's loss lies within the dense "
-                         "runs' range at its budget"}
+        out["direct"] = {"held": None, "text": "at the largest budget no sparse run's loss "
+                         "lies within the dense runs' range"}
     rises = np.all(np.diff(osm["S_opt"], axis=1) >= -1e-9, axis=1)
     lo, hi = iv["S_opt rise"][0.95]
     grows = point["S_opt rise"] > 0 and lo > 0
@@ -217,7 +233,11 @@ def claims(point: dict, boot: dict, direct: list[dict], osm: dict) -> dict[str, 
         "text": (f"at the median non-zeros, S_opt goes from {point['S_opt(C_lo)']:.2f} to "
                  f"{point['S_opt(C_hi)']:.2f} over the compute range (rise 95% {lo:+.2f} to "
                  f"{hi:+.2f}); non-decreasing in compute at {int(rises.sum())} of "
-                 f"{len(rises)} non-zero counts of the map")}
+                 f"{len(rises)} non-zero counts of the map"
+                 + (f"; without the shortest budget {point['rest S_opt(C_lo)']:.2f} to "
+                    f"{point['rest S_opt(C_hi)']:.2f} (rise 95% "
+                    + "{:+.2f} to {:+.2f})".format(*iv["rest S_opt rise"][0.95])
+                    if "rest S_opt rise" in point else ""))}
     return out
 
 
@@ -238,15 +258,30 @@ def report(sweep_dir, runs, n_boot: int = 100, n_starts: int = 2000,
     C_lo, C_hi = float(df["C"].min()), float(df["C"].max() * 30)
     figures = lambda law: law_figures(law, N_mid, C_lo, C_hi)  # noqa: E731
 
+    shortest = df.groupby("tokens_label")["D"].mean().idxmin()
+    rest = df[df["tokens_label"] != shortest]
+    sensitivity = rest["tokens_label"].nunique() >= 2 and len(rest) >= 8
+    without_shortest = fit(rest, n_starts).law if sensitivity else None
+
+    def rest_figures(law) -> dict:
+        return {f"rest {k}": v for k, v in figures(law).items()}
+
     def refit(sample: pd.DataFrame) -> dict:
         law = fit(sample, boot_starts, seed=1).law
-        return {**{k: getattr(law, k) for k in CONSTANTS}, **figures(law)}
+        out = {**{k: getattr(law, k) for k in CONSTANTS}, **figures(law)}
+        part = sample[sample["tokens_label"] != shortest]
+        if sensitivity:  # the same resample without the shortest budget's runs
+            out.update(rest_figures(fit(part, boot_starts, seed=1).law))
+        return out
 
     boot = bootstrap_fit(df, refit, n_boot, seed=0)
-    point = {**{k: getattr(main.law, k) for k in CONSTANTS}, **figures(main.law)}
+    point = {**{k: getattr(main.law, k) for k in CONSTANTS}, **figures(main.law),
+             **(rest_figures(without_shortest) if sensitivity else {})}
     direct = direct_multipliers(rows)
+    by_budget = direct_by_budget(direct, rows)
     osm = optimal_sparsity_map(main.law, df)
-    verdicts = claims(point, boot, direct, osm)
+    verdicts = claims(point, boot, by_budget, osm)
+
     for key, v in verdicts.items():
         out["lines"].append(f"{PAPER[key]}: {verdict(v['held'])} ({v['text']})")
 
@@ -293,10 +328,16 @@ def report(sweep_dir, runs, n_boot: int = 100, n_starts: int = 2000,
            f"{C_lo:.3g} FLOPs, {point['S_opt(C_hi)']:.2f} at {C_hi:.3g} FLOPs.\n",
            "## Multipliers read off the dense runs\n",
            "For each sparse run, the dense size that reaches its loss at the same tokens "
-           "(log-linear between the two dense runs around it), over its non-zeros; blank "
-           "where its loss is outside the dense runs' range.\n",
-           markdown_table(direct),
-           "## Every run\n",
+           "(log-linear between the two dense runs around it), over its non-zeros (nan "
+           "where its loss is outside the dense runs' range). Median per budget:\n",
+           markdown_table(by_budget), "Every sparse run:\n", markdown_table(direct)]
+    if without_shortest is not None:
+        md += [f"## The fit without the shortest budget ({shortest})\n",
+               f"{without_shortest!r}. Multipliers: " + ", ".join(
+                   f"{point[f'rest mult@{s:g}']:.3f}x at S = {s:g} (95% "
+                   + "{:.3f} - {:.3f})".format(*iv[f"rest mult@{s:g}"][0.95])
+                   for s in SPARSITIES_CHECKED) + ".\n"]
+    md += ["## Every run\n",
            markdown_table([{"run": r["name"], "S": r["S"], "measured S (non-emb.)":
                             r["measured_S"], "N dense": r["N_dense"], "N non-zero": r["N"],
                             "tokens": r["D"], "loss": r["loss"], "status": r["status"]}
@@ -319,7 +360,10 @@ def report(sweep_dir, runs, n_boot: int = 100, n_starts: int = 2000,
          "bootstrap": {"n_boot": boot["n_boot"], "n_ok": boot["n_ok"]},
          "paper": {**FRANTAR_T5.table_row(), **{f"mult@{s:g}": float(
              FRANTAR_T5.capacity_multiplier(s)) for s in SPARSITIES_CHECKED}},
-         "direct_multipliers": direct, "runs_table": rows,
+         "direct_multipliers": direct, "direct_by_budget": by_budget,
+         "fit_without_shortest": (None if without_shortest is None else
+                                  without_shortest.table_row()),
+         "runs_table": rows,
          "excluded": [r["name"] for r in excluded], "provenance": prov},
         indent=2, default=float))
     return out
