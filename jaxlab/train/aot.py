@@ -39,6 +39,9 @@ class CompiledStep:
         counts the body of a loop once: with scan-stacked layers it is far below the
         model's FLOPs (``jaxlab.nn.flops_per_token``), which ``--compile_only`` prints too.
       memory_limit_bytes: what a device may hold (:func:`device_memory`; None: unknown).
+      compile_error: the compiler's own out-of-memory refusal (a TPU compile fails when
+        the program cannot fit HBM), with the temporaries and limit it names filled in;
+        such a step does not fit.
     """
 
     platform: str
@@ -51,6 +54,7 @@ class CompiledStep:
     code_bytes: int
     flops: float | None
     memory_limit_bytes: int | None
+    compile_error: str | None = None
 
     @property
     def peak_bytes(self) -> int:
@@ -61,6 +65,8 @@ class CompiledStep:
 
     @property
     def fits(self) -> bool | None:
+        if self.compile_error is not None:
+            return False
         if self.memory_limit_bytes is None:
             return None
         return self.peak_bytes <= self.memory_limit_bytes
@@ -79,7 +85,7 @@ class CompiledStep:
             f"peak per device: {self.peak_bytes / gib:.3f} GiB of {limit}: fits {fits}",
             "XLA cost-analysis FLOPs per step per device (a scanned layer counted once): "
             + ("unknown" if self.flops is None else f"{self.flops:.3e}"),
-        ]
+        ] + ([f"compiler refused: {self.compile_error}"] if self.compile_error else [])
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "peak_bytes": self.peak_bytes, "fits": self.fits}
@@ -105,11 +111,18 @@ def parse_bytes(text: str) -> int:
         raise ValueError(f"memory size {text!r}: {m.group(1)!r} is not a number") from None
 
 
+# HBM per chip of the TPU generations, by the device_kind JAX reports (Cloud TPU system
+# architecture pages): a device described by a topology has no runtime to ask.
+TPU_HBM_BYTES = {"TPU v4": 32 * 2**30, "TPU v5 lite": 16 * 2**30, "TPU v5": 95 * 2**30,
+                 "TPU v6 lite": 32 * 2**30}
+
+
 def device_memory(device: jax.Device, devices_sharing_host: int = 1) -> int | None:
     """Bytes ``device`` may hold: ``$JAXLAB_DEVICE_MEMORY_BYTES`` if set (``--memory_limit``
-    sets it; to check for a smaller target device than the one at hand), else the runtime's ``bytes_limit`` on a
-    GPU/TPU, else on CPU the host's physical memory divided among the
-    ``devices_sharing_host`` CPU devices."""
+    sets it; to check for a smaller target device than the one at hand), else the
+    runtime's ``bytes_limit`` on a GPU/TPU, else a TPU's HBM by its kind
+    (:data:`TPU_HBM_BYTES`, for devices of a described topology), else on CPU the host's
+    physical memory divided among the ``devices_sharing_host`` CPU devices."""
     if os.environ.get(MEMORY_ENV):
         return parse_bytes(os.environ[MEMORY_ENV])
     stats = None
@@ -119,6 +132,8 @@ def device_memory(device: jax.Device, devices_sharing_host: int = 1) -> int | No
         pass
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
+    if device.platform == "tpu" and device.device_kind in TPU_HBM_BYTES:
+        return TPU_HBM_BYTES[device.device_kind]
     if device.platform == "cpu":
         try:
             total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -159,18 +174,42 @@ def compile_train_step(task: Task, cfg: TrainConfig, opt_cfg: OptimizerConfig | 
     state = train_state.abstract_train_state(parts.mdef, parts.opt)
     batch = _abstract_batch(parts.task, cfg.batch_size, batch_sharding(mesh))
     step = jit_train_step(parts.mdef, parts.opt, mesh, parts.task)
-    compiled = step.lower(state["params"], state["opt_state"], state["step"], batch).compile()
+    device = mesh.devices.flat[0]
+    on_host = sum(1 for d in mesh.devices.flat if getattr(d, "platform", "") == "cpu")
+    limit = device_memory(device, on_host)
+    lowered = step.lower(state["params"], state["opt_state"], state["step"], batch)
+    try:
+        compiled = lowered.compile()
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return _refused(str(e), device, mesh.size, limit)
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):  # older jaxlibs: one dict per program
         cost = cost[0] if cost else None
     flops = float(cost["flops"]) if cost and "flops" in cost else None
-    device = mesh.devices.flat[0]
-    on_host = sum(1 for d in mesh.devices.flat if getattr(d, "platform", "") == "cpu")
     return CompiledStep(
         platform=device.platform, device_kind=device.device_kind, devices=mesh.size,
         argument_bytes=int(mem.argument_size_in_bytes),
         output_bytes=int(mem.output_size_in_bytes), alias_bytes=int(mem.alias_size_in_bytes),
         temp_bytes=int(mem.temp_size_in_bytes),
         code_bytes=int(mem.generated_code_size_in_bytes), flops=flops,
-        memory_limit_bytes=device_memory(device, on_host))
+        memory_limit_bytes=limit)
+
+
+def _refused(message: str, device, n_devices: int, limit: int | None) -> CompiledStep:
+    """The report of a compile the compiler refused for lack of memory: the temporaries
+    and the available memory it names (e.g. ``... HLO temporaries (16.18G) exceeds
+    available HBM (15.75G)``), else zeros and ``limit``."""
+    import re
+
+    first = message.strip().splitlines()[0]
+    m = re.search(r"\(([0-9.]+)([KMGT])\) exceeds available \w+ \(([0-9.]+)([KMGT])\)", first)
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    need = int(float(m.group(1)) * scale[m.group(2)]) if m else 0
+    have = int(float(m.group(3)) * scale[m.group(4)]) if m else limit
+    return CompiledStep(platform=device.platform, device_kind=device.device_kind,
+                        devices=n_devices, argument_bytes=0, output_bytes=0, alias_bytes=0,
+                        temp_bytes=need, code_bytes=0, flops=None, memory_limit_bytes=have,
+                        compile_error=first)

@@ -2,6 +2,7 @@
 takes (exactly, on one device and per shard on 8), its FLOPs agree with the model's
 accounting, and the CLI and the launcher refuse a run that does not fit."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -141,9 +142,61 @@ def test_a_given_device_set_is_compiled_for():
     assert four.argument_bytes > eight.argument_bytes
 
 
+HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
+
+
+@pytest.mark.skipif(HAS_LIBTPU, reason="with libtpu installed TPU topologies are described")
 def test_a_topology_that_cannot_be_described_is_one_clear_error():
     proc = _compile_cli(extra=["--topology", "v5e:2x2"])
     assert proc.returncode == 2, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("error: cannot describe topology 'v5e:2x2' on tpu")
     assert "jax[tpu]" in err
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="describing a TPU topology needs jax[tpu] (libtpu)")
+def test_a_described_tpu_slice_is_compiled_for_from_this_machine():
+    """With libtpu installed (no TPU needed), --topology v5e:2x2 compiles the step with the
+    TPU compiler for 4 chips and checks it against a v5e chip's 16 GiB of HBM."""
+    proc = _compile_cli("TrainConfig.mesh = 'data=4'", extra=["--topology", "v5e:2x2"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])["compiled"]
+    assert (out["platform"], out["device_kind"], out["devices"]) == ("tpu", "TPU v5 lite", 4)
+    assert out["memory_limit_bytes"] == 16 * 2**30 and out["fits"] is True
+
+
+def test_the_compilers_out_of_memory_refusal_is_a_step_that_does_not_fit(monkeypatch):
+    """A TPU compile refuses a program that cannot fit HBM; the check reports it as not
+    fitting, with the temporaries and the limit the compiler named."""
+    from types import SimpleNamespace
+
+    import jaxlab.train.aot as aot
+
+    message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for "
+               "HLO temporaries (16.18G) exceeds available HBM (15.75G).\nmore detail")
+
+    class Refused:
+        def compile(self):
+            raise jax.errors.JaxRuntimeError(message)
+
+    monkeypatch.setattr(aot, "jit_train_step",
+                        lambda *a: SimpleNamespace(lower=lambda *args: Refused()))
+    task = LanguageModelTask(TINY, DataConfig(), 32)
+    out = aot.compile_train_step(task, _cfg("data=1"), OptimizerConfig(), jax.devices()[:1])
+    assert out.fits is False and out.compile_error == message.splitlines()[0]
+    assert out.temp_bytes == int(16.18 * 2**30) and out.memory_limit_bytes == int(15.75 * 2**30)
+    assert out.peak_bytes == out.temp_bytes
+    assert out.lines()[-1] == "compiler refused: " + message.splitlines()[0]
+
+
+def test_a_described_tpu_device_is_checked_against_its_hbm():
+    from types import SimpleNamespace
+
+    from jaxlab.train.aot import TPU_HBM_BYTES, device_memory
+
+    def chip(kind):
+        return SimpleNamespace(platform="tpu", device_kind=kind, memory_stats=lambda: None)
+
+    assert device_memory(chip("TPU v5 lite")) == 16 * 2**30 == TPU_HBM_BYTES["TPU v5 lite"]
+    assert device_memory(chip("TPU v4")) == 32 * 2**30
+    assert device_memory(chip("TPU v9 hypothetical")) is None
