@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
                    "--compile_only) and launch only if each fits its device's memory")
     p.add_argument("--memory_limit", default=None,
                    help="with --check: the device memory to check against, e.g. '1GiB'")
+    p.add_argument("--topology", default=None,
+                   help="with --check: compile for this TPU slice described without its "
+                   "hardware, e.g. 'v5e:4x4' (needs jax[tpu])")
     p.add_argument("--report", action="store_true", help="write the report after the sweep")
     p.add_argument("--watch", type=float, default=0.0,
                    help="status: refresh every SECONDS until the sweep is finished")
@@ -103,7 +106,8 @@ def _main(args) -> int:
     if args.check:
         from jaxlab.launch.check import check_plan
 
-        check_plan(plan, memory_limit=args.memory_limit)  # SweepError (exit 2): no fit
+        check_plan(plan, memory_limit=args.memory_limit,  # SweepError (exit 2): no fit
+                   topology=args.topology)
     if args.dry_run:
         return 0
     from jaxlab.launch.runner import launch

@@ -38,12 +38,16 @@ def runs_to_check(plan: Plan, limit: int = 8) -> list[RunSpec]:
 
 
 def compile_run(plan: Plan, run: RunSpec, timeout_s: float = 1800,
-                memory_limit: str | None = None) -> dict:
+                memory_limit: str | None = None, topology: str | None = None) -> dict:
     """The ``--compile_only`` JSON of ``run`` (raises SweepError if it cannot compile);
-    ``memory_limit`` (e.g. ``'1GiB'``) replaces the device's own memory in the check."""
+    ``memory_limit`` (e.g. ``'1GiB'``) replaces the device's own memory in the check;
+    ``topology`` (e.g. ``'v5e:4x4'``) compiles for that described TPU slice instead of
+    the devices at hand."""
     cmd = [*train_command(run.to_json(), plan.run_dir(run)), "--compile_only"]
     if memory_limit:
         cmd += ["--memory_limit", memory_limit]
+    if topology:
+        cmd += ["--topology", topology]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                           env=train_env(os.cpu_count() or 1))  # the devices a run sees
     lines = proc.stdout.strip().splitlines()
@@ -53,13 +57,13 @@ def compile_run(plan: Plan, run: RunSpec, timeout_s: float = 1800,
     return json.loads(lines[-1])
 
 
-def check_plan(plan: Plan, limit: int = 8, echo=print, memory_limit: str | None = None
-               ) -> list[dict]:
+def check_plan(plan: Plan, limit: int = 8, echo=print, memory_limit: str | None = None,
+               topology: str | None = None) -> list[dict]:
     """Compiles :func:`runs_to_check`; prints one line per run; raises SweepError naming
     every run that does not fit. Returns ``[{"run", **compiled figures}]``."""
     rows = []
     for run in runs_to_check(plan, limit):
-        out = compile_run(plan, run, memory_limit=memory_limit)
+        out = compile_run(plan, run, memory_limit=memory_limit, topology=topology)
         c = out["compiled"]
         rows.append({"run": run.name, **c,
                      "model_flops_per_device": out["model_flops_per_device"]})

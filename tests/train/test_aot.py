@@ -23,6 +23,7 @@ from jaxlab.train.optimizer import OptimizerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ModelConfig(d_model=32, n_layers=2, n_heads=2, max_seq_len=64)
+HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 
 
 def _cfg(mesh="data=1"):
@@ -130,6 +131,12 @@ sweep.product = ['model', 'opt']
     assert err.startswith("error: run d32-") and "GiB per device" in err
     assert "not launched" in err
     assert not list((tmp_path / "sweeps").glob("*/*/summary.json"))
+    if not HAS_LIBTPU:  # --topology reaches each run's compile: one clear error naming it
+        proc = subprocess.run([*cmd, "--topology", "v5e:2x2"], capture_output=True,
+                              text=True, cwd=ROOT, timeout=600)
+        err = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2 and err.startswith("error: run d32-"), proc.stderr[-2000:]
+        assert "cannot describe topology 'v5e:2x2'" in err
 
 
 def test_a_given_device_set_is_compiled_for():
@@ -140,9 +147,6 @@ def test_a_given_device_set_is_compiled_for():
     eight = compile_train_step(task, _cfg("fsdp=8"), OptimizerConfig())
     assert (four.devices, eight.devices) == (4, 8)
     assert four.argument_bytes > eight.argument_bytes
-
-
-HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 
 
 @pytest.mark.skipif(HAS_LIBTPU, reason="with libtpu installed TPU topologies are described")
