@@ -211,21 +211,26 @@ def check_sparsity_schedule(sweep_dir: Path) -> None:
 def check_sparse_ablation(sweep_dir: Path) -> None:
     """Every arm ran; the sparse arms hold S = 0.5 in their saved hidden matrices (the
     norms stay dense) and the dense ones none; each arm is compared with the dense run of
-    its own optimizer."""
+    its own optimizer and with the arm it changes one thing against."""
     result = json.loads((sweep_dir / "report.json").read_text())
-    assert result["runs"] == result["done"] == 9
+    assert result["runs"] == result["done"] == 10
     table = {t["arm"]: t for t in result["table"]}
-    assert set(table) == {"dense_adamw", "dense_muon", "unstructured", "nm_2of4", "block16",
-                          "erk", "srste_2of4", "adams_2of4", "unstructured_muon"}
+    assert set(table) == {"dense_adamw", "dense_muon", "unstructured", "unstructured_oneshot",
+                          "nm_2of4", "block16", "erk", "srste_2of4", "adams_2of4",
+                          "unstructured_muon"}
     for arm, t in table.items():
         if arm.startswith("dense"):
             assert t["measured S"] == 0.0
         else:
             assert 0.49 < t["measured S"] <= 0.5, t
+    loss = {arm: t["loss"] for arm, t in table.items()}
     muon = table["unstructured_muon"]
-    assert muon["vs dense"] == pytest.approx(muon["loss"] - table["dense_muon"]["loss"])
-    assert table["erk"]["vs dense"] == pytest.approx(table["erk"]["loss"]
-                                                     - table["dense_adamw"]["loss"])
+    assert muon["vs dense"] == pytest.approx(loss["unstructured_muon"] - loss["dense_muon"])
+    assert muon["vs reference"] == pytest.approx(loss["unstructured_muon"] - loss["unstructured"])
+    assert table["nm_2of4"]["reference"] == "unstructured_oneshot"
+    assert table["srste_2of4"]["vs reference"] == pytest.approx(loss["srste_2of4"]
+                                                                - loss["nm_2of4"])
+    assert len(result["findings"]) == 8  # every sparse arm against its reference
 
 
 CHECKS = {"adamw_timescale.ipynb": check_adamw_timescale,
