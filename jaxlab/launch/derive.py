@@ -67,8 +67,10 @@ def _namespace_function(prefix: str, name: str) -> Callable:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError:
         raise DeriveError(f"{prefix}.{name}: {module_name} is not available") from None
-    def own(n: str, v: Any) -> bool:  # public callables defined there, not imported
-        return not n.startswith("_") and callable(v) and getattr(v, "__module__", None) == module_name
+
+    def own(n: str, v: Any) -> bool:  # public callables defined there, not imported ones
+        return (not n.startswith("_") and callable(v)
+                and getattr(v, "__module__", None) == module_name)
 
     fn = getattr(module, name, None)
     if not own(name, fn):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import jax
 import numpy as np
@@ -98,8 +99,6 @@ _UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
 
 def parse_bytes(text: str) -> int:
     """``'1GiB'``, ``'512MB'``, ``'8e10'`` -> bytes; a clear error for anything else."""
-    import re
-
     m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-z]*)\s*", str(text))
     unit = m.group(2).upper() if m else None
     if not m or unit not in _UNITS:
@@ -202,8 +201,6 @@ def _refused(message: str, device, n_devices: int, limit: int | None) -> Compile
     """The report of a compile the compiler refused for lack of memory: the temporaries
     and the available memory it names (e.g. ``... HLO temporaries (16.18G) exceeds
     available HBM (15.75G)``), else zeros and ``limit``."""
-    import re
-
     first = message.strip().splitlines()[0]
     m = re.search(r"\(([0-9.]+)([KMGT])\) exceeds available \w+ \(([0-9.]+)([KMGT])\)", first)
     scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
