@@ -31,6 +31,6 @@ from jaxlab.sparse.training import SparsityConfig, maybe_prune, sparsity_config
 __all__ = [
     "LeafPlan", "PruneSpec", "PruneState", "PruningSchedule", "SparsityConfig", "adams",
     "block_mask", "compute_fractions_to_steps", "distribute", "equal_compute_steps",
-    "maybe_prune", "nm_mask", "plan_leaves", "planned_nonzeros", "prune", "solve_densities", "sparsity_diagnostics",
-    "sparsity_config", "sr_ste", "topk_masks",
+    "maybe_prune", "nm_mask", "plan_leaves", "planned_nonzeros", "prune", "solve_densities",
+    "sparsity_diagnostics", "sparsity_config", "sr_ste", "topk_masks",
 ]
