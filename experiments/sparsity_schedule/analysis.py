@@ -122,18 +122,23 @@ def equal_compute_table(rows: list[dict]) -> list[dict]:
     return out
 
 
-def arm_means(table: list[dict]) -> dict[str, dict]:
-    """Per arm: mean gap to dense over the cells it ran in, and the cells' count."""
+def arm_means(table: list[dict], arms=None) -> dict[str, dict]:
+    """Per arm: mean gap to dense over the cells it ran in (with ``arms``: over the cells
+    where every one of those arms ran, so they are compared on the same cells)."""
+    arms = list(dict.fromkeys(t["arm"] for t in table)) if arms is None else list(arms)
+    ok = [t for t in table if math.isfinite(t["vs dense"])]
+    cells = set.intersection(*({t["cell"] for t in ok if t["arm"] == a} for a in arms)) \
+        if arms else set()
     out = {}
-    for arm in dict.fromkeys(t["arm"] for t in table):
-        gaps = [t["vs dense"] for t in table if t["arm"] == arm and math.isfinite(t["vs dense"])]
+    for arm in arms:
+        gaps = [t["vs dense"] for t in ok if t["arm"] == arm and t["cell"] in cells]
         if gaps:
             out[arm] = {"mean gap": float(np.mean(gaps)), "cells": len(gaps),
                         "worst": float(max(gaps)), "best": float(min(gaps))}
     return out
 
 
-def claims(df, res_bar, res_final, boot, means: dict) -> dict[str, dict]:
+def claims(df, res_bar, res_final, boot, table: list[dict]) -> dict[str, dict]:
     """Each claim of :data:`PAPER` with our figures and whether it held."""
     out = {}
     rb, rf = _sparse_rms(df, res_bar), _sparse_rms(df, res_final)
@@ -141,9 +146,10 @@ def claims(df, res_bar, res_final, boot, means: dict) -> dict[str, dict]:
     out["n_bar_law"] = {"held": bool(rb < rf and lo > 0), "text": (
         f"RMS log residual of the sparse runs {rb:.4f} in N_bar vs {rf:.4f} in final N "
         f"(gain 95% {lo:+.4f} to {hi:+.4f}); all runs {np.sqrt(np.mean(res_bar ** 2)):.4f} "
-        f"vs {np.sqrt(np.mean(res_final ** 2)):.4f}")}
-    win = {a: means.get(a) for a in ("geometric_s75", "early_s75", "late_s75")}
-    if all(win.values()):
+        f"vs {np.sqrt(np.mean(res_final ** 2)):.4f}"
+        + ("; the gain's interval includes 0" if lo <= 0 < rf - rb else ""))}
+    win = arm_means(table, ("geometric_s75", "early_s75", "late_s75"))
+    if len(win) == 3:
         g = win["geometric_s75"]["mean gap"]
         others = {a: v["mean gap"] for a, v in win.items() if a != "geometric_s75"}
         margin = min(others.values()) - g
@@ -154,8 +160,8 @@ def claims(df, res_bar, res_final, boot, means: dict) -> dict[str, dict]:
         out["window"] = {"held": None, "text": "runs missing"}
     ranks = []
     for s in ("s50", "s75"):
-        arms = {a: v["mean gap"] for a, v in means.items()
-                if a.endswith(s) and a.split("_")[0] in ("oneshot", "cubic", "geometric")}
+        kinds = [f"{k}_{s}" for k in ("oneshot", "cubic", "geometric")]
+        arms = {a: v["mean gap"] for a, v in arm_means(table, kinds).items()}
         if len(arms) == 3:
             best = min(arms, key=arms.get)
             second = sorted(arms.values())[1]
@@ -221,7 +227,8 @@ def _density_trace(run_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     if len(pts) < 2:
         return np.array([]), np.array([])
     step, nnz = (np.array(v, float) for v in zip(*pts))
-    spent = np.concatenate([[0.0], np.cumsum(nnz[1:] * np.diff(step))])
+    # between two logged steps the count is known only at the ends: trapezoids
+    spent = np.concatenate([[0.0], np.cumsum(0.5 * (nnz[1:] + nnz[:-1]) * np.diff(step))])
     return spent / spent[-1], nnz / nnz[0]
 
 
@@ -274,7 +281,7 @@ def report(sweep_dir, runs, n_boot: int = 100, fit_stride: int = 1,
     boot = bootstrap_fit(df, refit, n_boot, seed=0)
     table = equal_compute_table(rows)
     means = arm_means(table)
-    verdicts = claims(df, res_bar, res_final, boot, means)
+    verdicts = claims(df, res_bar, res_final, boot, table)
     for key, v in verdicts.items():
         out["lines"].append(f"{PAPER[key]}: {verdict(v['held'], MATCH_NATS)} ({v['text']})")
     iv = boot["intervals"]
