@@ -17,7 +17,6 @@ difference, and the measured sparsity of the non-embedding weights as saved.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxlab.scaling.plots import save_figure
-from jaxlab.scaling.report import markdown_table, provenance, provenance_markdown
+from jaxlab.scaling.report import markdown_table, write_study_report
 
 # arm -> (what it changes, the arm it changes it against)
 ARMS = {
@@ -155,14 +154,7 @@ def report(sweep_dir, runs) -> dict:
         paths = _plot(rows, table, sweep_dir / "ablation")
         out["plots"] += paths
         md.append(f"![ablation]({Path(paths[0]).name})\n")
-    if excluded:
-        md += ["## Runs left out\n", markdown_table(
-            [{"run": r["name"], "status": r["status"]} for r in excluded])]
-    prov = provenance(runs)
-    md += ["## Machine\n", provenance_markdown(prov)]
-    out["report"].write_text("\n".join(md))
-    (sweep_dir / "report.json").write_text(json.dumps(
-        {"runs": len(rows), "done": len(done), "table": table, "findings": lines,
-         "rows": rows, "excluded": [r["name"] for r in excluded], "provenance": prov},
-        indent=2, default=float))
+    result = {"runs": len(rows), "done": len(done), "table": table, "findings": lines,
+         "rows": rows}
+    write_study_report(sweep_dir, md, result, runs, excluded)
     return out

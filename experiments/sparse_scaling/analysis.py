@@ -22,7 +22,6 @@ training compute at fixed non-zeros.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from matplotlib.figure import Figure
 
 from jaxlab.scaling.bootstrap import bootstrap_fit
 from jaxlab.scaling.plots import save_figure
-from jaxlab.scaling.report import markdown_table, provenance, provenance_markdown, verdict
+from jaxlab.scaling.report import markdown_table, verdict, write_study_report
 from jaxlab.scaling.sparse_law import FRANTAR_T5, FrantarSparseLaw, fit_frantar, frantar_starts
 
 SPARSITIES_CHECKED = (0.5, 0.75)
@@ -347,14 +346,7 @@ def report(sweep_dir, runs, n_boot: int = 100, n_starts: int = 2000,
                   f"dense): {sparse_df['measured_S'].min():.4f}-"
                   f"{sparse_df['measured_S'].max():.4f} for targets "
                   f"{sorted(sparse_df['S'].unique())}.\n")
-    if excluded:
-        md += ["## Runs left out\n", markdown_table(
-            [{"run": r["name"], "status": r["status"]} for r in excluded])]
-    prov = provenance(runs)
-    md += ["## Machine\n", provenance_markdown(prov)]
-    out["report"].write_text("\n".join(md))
-    (sweep_dir / "report.json").write_text(json.dumps(
-        {"runs": len(rows), "fitted": len(df), "claims": verdicts,
+    result = {"runs": len(rows), "fitted": len(df), "claims": verdicts,
          "fit": main.to_dict(), "fit_linear": linear.to_dict(), "point": point,
          "intervals": {k: {str(lv): list(v) for lv, v in d.items()} for k, d in iv.items()},
          "bootstrap": {"n_boot": boot["n_boot"], "n_ok": boot["n_ok"]},
@@ -363,7 +355,6 @@ def report(sweep_dir, runs, n_boot: int = 100, n_starts: int = 2000,
          "direct_multipliers": direct, "direct_by_budget": by_budget,
          "fit_without_shortest": (None if without_shortest is None else
                                   without_shortest.table_row()),
-         "runs_table": rows,
-         "excluded": [r["name"] for r in excluded], "provenance": prov},
-        indent=2, default=float))
+         "runs_table": rows}
+    write_study_report(sweep_dir, md, result, runs, excluded)
     return out

@@ -20,7 +20,6 @@ window at equal compute; and which schedule gives the lowest loss per compute.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from matplotlib.figure import Figure
 from jaxlab.scaling.bootstrap import bootstrap_fit
 from jaxlab.scaling.chinchilla_fit import besiroglu_grid, fit_chinchilla
 from jaxlab.scaling.plots import save_figure
-from jaxlab.scaling.report import markdown_table, provenance, provenance_markdown, verdict
+from jaxlab.scaling.report import markdown_table, verdict, write_study_report
 from jaxlab.train.metrics import read_metrics
 
 MATCH_NATS = 0.01   # differences below this are within the seed spread at d128
@@ -318,17 +317,9 @@ def report(sweep_dir, runs, n_boot: int = 100, fit_stride: int = 1,
            "Mean over cells of each arm's loss minus its cell's dense run:\n",
            markdown_table([{"arm": a, **v} for a, v in means.items()]),
            "Every cell:\n", markdown_table(table)]
-    if excluded:
-        md += ["## Runs left out\n", markdown_table(
-            [{"run": r["name"], "status": r["status"]} for r in excluded])]
-    prov = provenance(runs)
-    md += ["## Machine\n", provenance_markdown(prov)]
-    out["report"].write_text("\n".join(md))
-    (sweep_dir / "report.json").write_text(json.dumps(
-        {"runs": len(rows), "done": len(df), "claims": verdicts,
+    result = {"runs": len(rows), "done": len(df), "claims": verdicts,
          "law_n_bar": law_bar.table_row(), "law_final": law_final.table_row(),
          "intervals": {k: {str(lv): list(v) for lv, v in d.items()} for k, d in iv.items()},
-         "groups": group_residuals(df, res_bar, res_final), "arms": means, "table": table,
-         "excluded": [r["name"] for r in excluded], "provenance": prov},
-        indent=2, default=float))
+         "groups": group_residuals(df, res_bar, res_final), "arms": means, "table": table}
+    write_study_report(sweep_dir, md, result, runs, excluded)
     return out

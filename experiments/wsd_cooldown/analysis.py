@@ -19,7 +19,6 @@ match them; EMA or SWA of the constant run improve on it but do not replace a co
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxlab.scaling.plots import save_figure
-from jaxlab.scaling.report import markdown_table, provenance, provenance_markdown, verdict
+from jaxlab.scaling.report import markdown_table, verdict, write_study_report
 from jaxlab.train.metrics import read_metrics
 
 SCHEDULES = ("cosine", "wsd_linear", "wsd_1sqrt", "wsd_cosine", "constant")
@@ -270,14 +269,7 @@ def report(sweep_dir, runs) -> dict:
             row[f"{lr:g}"] = (r["loss"] if _ok(r) else r["status"]) if r else ""
         table.append(row)
     md += ["## Validation loss, every run (columns: peak lr)\n", markdown_table(table)]
-    if excluded:
-        md += ["## Runs left out\n", markdown_table(
-            [{"run": r["name"], "status": r["status"]} for r in excluded])]
-    prov = provenance(runs)
-    md += ["## Machine\n", provenance_markdown(prov)]
-    out["report"].write_text("\n".join(md))
-    (sweep_dir / "report.json").write_text(json.dumps(
-        {"runs": len(rows), "done": len(done), "claims": verdicts, "branches": fam,
-         "best": best, "excluded": [r["name"] for r in excluded], "provenance": prov},
-        indent=2, default=float))
+    result = {"runs": len(rows), "done": len(done), "claims": verdicts, "branches": fam,
+         "best": best}
+    write_study_report(sweep_dir, md, result, runs, excluded)
     return out

@@ -317,3 +317,23 @@ def provenance_markdown(prov: dict) -> str:
             + ", ".join(f"{k} {v}" for k, v in prov["versions"].items())
             + f". Sweep wall time {span} s (first start to last finish), "
             f"{prov['run_wall_sum_s']:.0f} s summed over runs.\n")
+
+
+def write_study_report(sweep_dir, md: list[str], result: dict, runs,
+                       excluded: list[dict]) -> tuple[str, str]:
+    """The end every study's report shares: appends "Runs left out" (``excluded``: rows
+    with ``name`` and ``status``) and "Machine" (:func:`provenance` of ``runs``) to ``md``,
+    writes ``report.md``, and ``report.json`` = ``result`` plus the excluded names and the
+    provenance. Returns the two paths."""
+    from pathlib import Path
+
+    sweep_dir = Path(sweep_dir)
+    if excluded:
+        md = [*md, "## Runs left out\n", markdown_table(
+            [{"run": r["name"], "status": r["status"]} for r in excluded])]
+    prov = provenance(runs)
+    md = [*md, "## Machine\n", provenance_markdown(prov)]
+    (sweep_dir / "report.md").write_text("\n".join(md))
+    payload = {**result, "excluded": [r["name"] for r in excluded], "provenance": prov}
+    (sweep_dir / "report.json").write_text(json.dumps(payload, indent=2, default=float))
+    return str(sweep_dir / "report.md"), str(sweep_dir / "report.json")
